@@ -1,0 +1,13 @@
+// Strict UTF-8 validation (RFC 3629): no overlong forms, no surrogates, nothing above U+10FFFF.
+#pragma once
+
+#include <cstddef>
+#include <string_view>
+
+namespace freehold::core {
+
+// Returns the byte offset of the first invalid sequence, or npos when the whole input is valid UTF-8.
+size_t find_invalid_utf8(std::string_view bytes);
+inline bool is_valid_utf8(std::string_view bytes) { return find_invalid_utf8(bytes) == std::string_view::npos; }
+
+}  // namespace freehold::core
