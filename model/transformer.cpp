@@ -1,0 +1,264 @@
+#include "model/transformer.h"
+
+#include <ATen/core/grad_mode.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/embedding.h>
+#include <ATen/ops/isfinite.h>
+#include <ATen/ops/scaled_dot_product_attention.h>
+#include <ATen/ops/silu.h>
+
+#include <cmath>
+#include <set>
+
+#include "absl/strings/str_join.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "io/safetensors.h"
+#include "io/weight_files.h"
+#include "kernels/rms_norm.h"
+
+namespace freehold::model {
+namespace {
+
+std::string shape_text(at::IntArrayRef shape) { return absl::StrCat("[", absl::StrJoin(shape, ", "), "]"); }
+std::string shape_text(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+// Takes the model's tensors out of the checkpoint by name, checking each against the shape the config implies
+// (RELIABILITY.md S24), converting to the compute dtype only when it differs (otherwise the tensor stays a view of
+// the mmap), and refusing non-finite values (S21).
+class WeightTaker {
+ public:
+  WeightTaker(const io::WeightFiles& files, std::string model_dir, const LoadOptions& options)
+      : files_(files), model_dir_(std::move(model_dir)), check_finite_(options.check_finite) {
+    // All floating-point tensors of a checkpoint share one dtype; a stray one is a broken or mixed export.
+    std::optional<core::DType> stored;
+    std::string first_name;
+    for (const std::string& name : files_.names()) {
+      const io::TensorInfo& info = files_.info(name);
+      if (!core::is_floating(info.dtype)) continue;
+      if (!stored) {
+        stored = info.dtype;
+        first_name = name;
+      } else if (info.dtype != *stored) {
+        throw core::FormatError(absl::StrCat(
+            files_.file_of(name), ": tensor \"", name, "\" is ", core::dtype_name(info.dtype), " but \"", first_name,
+            "\" is ", core::dtype_name(*stored), "; a model's weights must share one floating-point dtype"));
+      }
+    }
+    if (!stored) throw core::FormatError(absl::StrCat(model_dir_, ": the checkpoint has no floating-point tensors"));
+    stored_ = *stored;
+    if (stored_ == core::DType::kF64 && !options.dtype) {
+      target_ = at::kFloat;  // nothing in this family computes in float64
+    } else {
+      target_ = io::to_scalar_type(options.dtype.value_or(stored_));
+    }
+  }
+
+  at::ScalarType target() const { return target_; }
+  core::DType stored() const { return stored_; }
+
+  at::Tensor take(const std::string& name, const std::vector<int64_t>& shape) {
+    if (!files_.contains(name)) {
+      throw core::FormatError(absl::StrCat(model_dir_, ": tensor \"", name, "\" of shape ", shape_text(shape),
+                                           " is missing from the checkpoint; it is required by config.json"));
+    }
+    const io::TensorInfo& info = files_.info(name);
+    if (info.shape != shape) {
+      throw core::FormatError(absl::StrCat(files_.file_of(name), ": tensor \"", name, "\" has shape ",
+                                           shape_text(info.shape), " but config.json implies ", shape_text(shape)));
+    }
+    if (!core::is_floating(info.dtype)) {
+      throw core::FormatError(absl::StrCat(files_.file_of(name), ": tensor \"", name, "\" is ",
+                                           core::dtype_name(info.dtype), "; expected a floating-point weight"));
+    }
+    used_.insert(name);
+    at::Tensor tensor = files_.tensor(name);
+    if (check_finite_) require_finite(name, tensor);
+    if (tensor.scalar_type() != target_) tensor = tensor.to(target_);
+    return tensor;
+  }
+
+  // Checkpoint tensors nobody asked for: transformers warns about these; so do we.
+  void warn_unused() const {
+    std::vector<std::string> unused;
+    for (const std::string& name : files_.names()) {
+      // Old Llama exports carry the rotary frequencies as a buffer; they are recomputed from config.json.
+      if (!used_.count(name) && name.find("rotary_emb.inv_freq") == std::string::npos) unused.push_back(name);
+    }
+    if (unused.empty()) return;
+    if (unused.size() > 5) unused.resize(5), unused.push_back("...");
+    core::log_warning(model_dir_, ": ignoring checkpoint tensors the model does not use: ",
+                      absl::StrJoin(unused, ", "));
+  }
+
+ private:
+  void require_finite(const std::string& name, const at::Tensor& tensor) const {
+    // In chunks, so the boolean temporary stays small next to the weight itself.
+    at::Tensor flat = tensor.reshape({-1});
+    constexpr int64_t kChunk = int64_t{1} << 22;
+    for (int64_t begin = 0; begin < flat.numel(); begin += kChunk) {
+      int64_t length = std::min(kChunk, flat.numel() - begin);
+      if (!at::isfinite(flat.narrow(0, begin, length)).all().item<bool>()) {
+        throw core::FormatError(absl::StrCat(files_.file_of(name), ": tensor \"", name,
+                                             "\" contains NaN or Inf; refusing to use non-finite weights"));
+      }
+    }
+  }
+
+  const io::WeightFiles& files_;
+  std::string model_dir_;
+  bool check_finite_;
+  core::DType stored_ = core::DType::kF32;
+  at::ScalarType target_ = at::kFloat;
+  std::set<std::string> used_;
+};
+
+Linear take_linear(WeightTaker& taker, const std::string& name, int64_t out, int64_t in, bool bias) {
+  at::Tensor weight = taker.take(name + ".weight", {out, in});
+  at::Tensor b = bias ? taker.take(name + ".bias", {out}) : at::Tensor();
+  return Linear(name, weight, b);
+}
+
+// Boolean mask (B, 1, T, T), true where query t may attend to key s: causal, same segment, inside the window.
+at::Tensor build_attention_mask(int64_t T, const at::Tensor& segment_ids, std::optional<int64_t> window,
+                                const at::Device& device) {
+  at::Tensor positions = at::arange(T, at::TensorOptions().dtype(at::kLong).device(device));
+  at::Tensor query = positions.unsqueeze(1);  // (T, 1)
+  at::Tensor key = positions.unsqueeze(0);    // (1, T)
+  at::Tensor mask = key <= query;
+  if (window) mask = mask.logical_and(key > query - *window);
+  mask = mask.unsqueeze(0);  // (1, T, T)
+  if (segment_ids.defined()) {
+    mask = mask.logical_and(segment_ids.unsqueeze(2) == segment_ids.unsqueeze(1));  // (B, T, T)
+  }
+  return mask.unsqueeze(1);
+}
+
+}  // namespace
+
+at::Tensor RmsNorm::forward(const at::Tensor& x) const {
+  // The fused kernels are forward-only for now; autograd goes through the ATen reference.
+  if (at::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad())) {
+    return kernels::rms_norm_reference(x, weight, eps);
+  }
+  return kernels::rms_norm(x, weight, eps);
+}
+
+Transformer Transformer::load(const std::string& model_dir, const LoadOptions& options) {
+  Transformer model;
+  model.model_dir_ = model_dir;
+  model.config_ = io::load_model_config(model_dir);
+  const io::ModelConfig& c = model.config_;
+  io::WeightFiles files = io::WeightFiles::open_model_dir(model_dir);
+  WeightTaker taker(files, model_dir, options);
+  model.dtype_ = taker.target();
+  if (c.stored_dtype && *c.stored_dtype != taker.stored()) {
+    core::log_warning(model_dir, "/config.json declares dtype ", core::dtype_name(*c.stored_dtype),
+                      " but the weights are stored as ", core::dtype_name(taker.stored()), "; using the weights' dtype");
+  }
+
+  const int64_t C = c.hidden_size, H = c.num_attention_heads, Hkv = c.num_key_value_heads, D = c.head_dim;
+  const int64_t I = c.intermediate_size, V = c.vocab_size;
+  model.embed_tokens_ = taker.take("model.embed_tokens.weight", {V, C});
+  model.layers_.reserve(static_cast<size_t>(c.num_hidden_layers));
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string prefix = absl::StrCat("model.layers.", i, ".");
+    DecoderLayer layer;
+    layer.input_layernorm = {taker.take(prefix + "input_layernorm.weight", {C}), c.rms_norm_eps};
+    layer.post_attention_layernorm = {taker.take(prefix + "post_attention_layernorm.weight", {C}), c.rms_norm_eps};
+    Attention& attn = layer.self_attn;
+    attn.q_proj = take_linear(taker, prefix + "self_attn.q_proj", H * D, C, c.qkv_bias);
+    attn.k_proj = take_linear(taker, prefix + "self_attn.k_proj", Hkv * D, C, c.qkv_bias);
+    attn.v_proj = take_linear(taker, prefix + "self_attn.v_proj", Hkv * D, C, c.qkv_bias);
+    attn.o_proj = take_linear(taker, prefix + "self_attn.o_proj", C, H * D, c.o_bias);
+    if (c.qk_norm) {
+      attn.q_norm = RmsNorm{taker.take(prefix + "self_attn.q_norm.weight", {D}), c.rms_norm_eps};
+      attn.k_norm = RmsNorm{taker.take(prefix + "self_attn.k_norm.weight", {D}), c.rms_norm_eps};
+    }
+    attn.sliding_window = c.layer_sliding_window[static_cast<size_t>(i)];
+    layer.mlp.gate_proj = take_linear(taker, prefix + "mlp.gate_proj", I, C, c.mlp_bias);
+    layer.mlp.up_proj = take_linear(taker, prefix + "mlp.up_proj", I, C, c.mlp_bias);
+    layer.mlp.down_proj = take_linear(taker, prefix + "mlp.down_proj", C, I, c.mlp_bias);
+    model.layers_.push_back(std::move(layer));
+  }
+  model.norm_ = {taker.take("model.norm.weight", {C}), c.rms_norm_eps};
+  if (c.tie_word_embeddings) {
+    model.lm_head_ = Linear("lm_head", model.embed_tokens_, at::Tensor());
+  } else {
+    model.lm_head_ = take_linear(taker, "lm_head", V, C, false);
+  }
+  taker.warn_unused();
+  model.rotary_ = RotaryEmbedding(c.rope, D, c.max_position_embeddings);
+  return model;
+}
+
+at::Tensor Transformer::attention_forward(const Attention& attn, const at::Tensor& x, const at::Tensor& cos,
+                                          const at::Tensor& sin, const at::Tensor& segment_ids) const {
+  const int64_t B = x.size(0), T = x.size(1);
+  const int64_t H = config_.num_attention_heads, Hkv = config_.num_key_value_heads, D = config_.head_dim;
+  at::Tensor q = attn.q_proj.forward(x).view({B, T, H, D});    // (B, T, H, D)
+  at::Tensor k = attn.k_proj.forward(x).view({B, T, Hkv, D});  // (B, T, H_kv, D)
+  at::Tensor v = attn.v_proj.forward(x).view({B, T, Hkv, D});
+  if (attn.q_norm) q = attn.q_norm->forward(q);
+  if (attn.k_norm) k = attn.k_norm->forward(k);
+  q = apply_rotary(q.transpose(1, 2), cos, sin);  // (B, H, T, D)
+  k = apply_rotary(k.transpose(1, 2), cos, sin);  // (B, H_kv, T, D)
+  v = v.transpose(1, 2);
+
+  std::optional<at::Tensor> mask;
+  bool is_causal = true;
+  if (segment_ids.defined() || attn.sliding_window) {
+    mask = build_attention_mask(T, segment_ids, attn.sliding_window, x.device());
+    is_causal = false;
+  }
+  at::Tensor out = at::scaled_dot_product_attention(q, k, v, mask, /*dropout_p=*/0.0, is_causal,
+                                                    /*scale=*/1.0 / std::sqrt(static_cast<double>(D)),
+                                                    /*enable_gqa=*/H != Hkv);
+  out = out.transpose(1, 2).reshape({B, T, H * D});
+  return attn.o_proj.forward(out);
+}
+
+at::Tensor Transformer::hidden_states(const ForwardInput& input) const {
+  FH_CHECK(input.input_ids.dim() == 2, "input_ids must be (B, T), got ", input.input_ids.dim(), " dims");
+  const int64_t B = input.input_ids.size(0), T = input.input_ids.size(1);
+  at::Tensor position_ids = input.position_ids;
+  if (!position_ids.defined()) {
+    position_ids = at::arange(T, input.input_ids.options().dtype(at::kLong)).unsqueeze(0).expand({B, T});
+  }
+  auto [cos, sin] = rotary_.cos_sin(position_ids, dtype_);  // (B, T, D)
+  at::Tensor h = at::embedding(embed_tokens_, input.input_ids);  // (B, T, C)
+  for (const DecoderLayer& layer : layers_) {
+    h = h + attention_forward(layer.self_attn, layer.input_layernorm.forward(h), cos, sin, input.segment_ids);
+    const Mlp& mlp = layer.mlp;
+    at::Tensor x = layer.post_attention_layernorm.forward(h);
+    h = h + mlp.down_proj.forward(at::silu(mlp.gate_proj.forward(x)) * mlp.up_proj.forward(x));
+  }
+  return norm_.forward(h);
+}
+
+at::Tensor Transformer::lm_head_forward(const at::Tensor& hidden) const { return lm_head_.forward(hidden); }
+
+at::Tensor Transformer::forward(const ForwardInput& input) const { return lm_head_forward(hidden_states(input)); }
+
+std::vector<Linear*> Transformer::projections() {
+  std::vector<Linear*> out;
+  for (DecoderLayer& layer : layers_) {
+    for (Linear* l : {&layer.self_attn.q_proj, &layer.self_attn.k_proj, &layer.self_attn.v_proj,
+                      &layer.self_attn.o_proj, &layer.mlp.gate_proj, &layer.mlp.up_proj, &layer.mlp.down_proj}) {
+      out.push_back(l);
+    }
+  }
+  return out;
+}
+
+std::vector<const Linear*> Transformer::projections() const {
+  std::vector<const Linear*> out;
+  for (Linear* l : const_cast<Transformer*>(this)->projections()) out.push_back(l);
+  return out;
+}
+
+int64_t Transformer::num_parameters() const { return config_.num_parameters(); }
+
+}  // namespace freehold::model

@@ -1,0 +1,102 @@
+// The Llama-family decoder (Llama, Mistral, Qwen2, Qwen3) on frozen weights: embedding, RMSNorm, RoPE,
+// grouped-query attention through scaled_dot_product_attention, SwiGLU MLP and the LM head (tied or not).
+// Built from a ModelConfig; every parameter keeps its Hugging Face name. Computes as transformers does, so
+// logits agree with it (tests/conformance/model_logits_test.py).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "io/hf_config.h"
+#include "model/linear.h"
+#include "model/rotary_embedding.h"
+
+namespace freehold::model {
+
+struct RmsNorm {
+  at::Tensor weight;  // (C) or (D) for the Qwen3 q/k norms
+  double eps = 1e-6;
+  at::Tensor forward(const at::Tensor& x) const;
+};
+
+struct Attention {
+  Linear q_proj;  // (H·D, C)
+  Linear k_proj;  // (H_kv·D, C)
+  Linear v_proj;  // (H_kv·D, C)
+  Linear o_proj;  // (C, H·D)
+  std::optional<RmsNorm> q_norm;  // Qwen3: over D, before RoPE
+  std::optional<RmsNorm> k_norm;
+  std::optional<int64_t> sliding_window;
+};
+
+struct Mlp {
+  Linear gate_proj;  // (I, C)
+  Linear up_proj;    // (I, C)
+  Linear down_proj;  // (C, I)
+};
+
+struct DecoderLayer {
+  RmsNorm input_layernorm;
+  Attention self_attn;
+  RmsNorm post_attention_layernorm;
+  Mlp mlp;
+};
+
+// One batch for the forward pass. Packed batches give each document its own segment id and restart
+// position_ids at 0; attention never crosses a segment boundary.
+struct ForwardInput {
+  at::Tensor input_ids;     // (B, T) int64
+  at::Tensor position_ids;  // (B, T) int64, or undefined for 0..T-1
+  at::Tensor segment_ids;   // (B, T) int64, or undefined for one sequence per row
+};
+
+struct LoadOptions {
+  // The dtype weights are kept and computed in; nullopt keeps the checkpoint's. Weights already in this dtype
+  // stay in the checkpoint's mmap (no copy).
+  std::optional<core::DType> dtype;
+  // Refuse weights containing NaN or Inf (RELIABILITY.md S21).
+  bool check_finite = true;
+};
+
+class Transformer {
+ public:
+  // Reads config.json and the safetensors weights (single file or sharded) from `model_dir`.
+  static Transformer load(const std::string& model_dir, const LoadOptions& options = {});
+
+  // → final hidden states (B, T, C), after the last RMSNorm.
+  at::Tensor hidden_states(const ForwardInput& input) const;
+  // → logits (B, T, V) in the model dtype.
+  at::Tensor forward(const ForwardInput& input) const;
+  // hidden (B, T, C) → logits (B, T, V).
+  at::Tensor lm_head_forward(const at::Tensor& hidden) const;
+
+  const io::ModelConfig& config() const { return config_; }
+  at::ScalarType dtype() const { return dtype_; }
+  const std::string& model_dir() const { return model_dir_; }
+  // Every projection of every layer, by HF name order; adapters attach here. The LM head is not included.
+  std::vector<Linear*> projections();
+  std::vector<const Linear*> projections() const;
+  const Linear& lm_head() const { return lm_head_; }
+  const at::Tensor& embed_tokens() const { return embed_tokens_; }  // (V, C)
+  const std::vector<DecoderLayer>& layers() const { return layers_; }
+  int64_t num_parameters() const;
+
+ private:
+  at::Tensor attention_forward(const Attention& attn, const at::Tensor& x, const at::Tensor& cos,
+                               const at::Tensor& sin, const at::Tensor& segment_ids) const;
+
+  io::ModelConfig config_;
+  std::string model_dir_;
+  at::ScalarType dtype_ = at::kFloat;
+  at::Tensor embed_tokens_;  // (V, C)
+  std::vector<DecoderLayer> layers_;
+  RmsNorm norm_;
+  Linear lm_head_;  // weight is embed_tokens_ when tied
+  RotaryEmbedding rotary_;
+};
+
+}  // namespace freehold::model
