@@ -43,6 +43,12 @@ class FormatError : public Error {
   explicit FormatError(const std::string& message) : Error(message, ExitCode::kFailure) {}
 };
 
+// Bad input data: a record of a dataset or an input file that cannot be used (exit code 3).
+class DataError : public Error {
+ public:
+  explicit DataError(const std::string& message) : Error(message, ExitCode::kBadData) {}
+};
+
 // An operating-system call that failed: the path, the call and strerror(errno).
 class SystemError : public Error {
  public:

@@ -1,0 +1,74 @@
+// The `freehold` binary: picks the subcommand, runs it, and is the only place that catches errors — it logs them
+// with the rank and turns them into the exit codes of DESIGN.md §3.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include <c10/util/Exception.h>
+
+#include "absl/strings/str_cat.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "launch/command_line.h"
+#include "launch/commands.h"
+
+namespace freehold::launch {
+
+const std::vector<Command>& all_commands() {
+  static const std::vector<Command> commands = {
+      {"score", "log-probabilities (and logits) of token sequences under a model", run_score},
+      {"inspect", "describe a safetensors file or a model directory", run_inspect},
+  };
+  return commands;
+}
+
+namespace {
+
+void print_usage() {
+  std::printf("freehold: LoRA fine-tuning of Hugging Face causal LMs, on your own machines.\n\nusage: freehold COMMAND [ARGS]\n\ncommands:\n");
+  for (const Command& c : all_commands()) std::printf("  %-10s %s\n", c.name.c_str(), c.summary.c_str());
+  std::printf("\n`freehold COMMAND --help` describes a command's options.\n");
+}
+
+int run(int argc, char** argv) {
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0 ||
+      std::strcmp(argv[1], "help") == 0) {
+    print_usage();
+    return argc < 2 ? 2 : 0;
+  }
+  if (std::strcmp(argv[1], "--version") == 0) {
+    std::printf("freehold %s\n", FREEHOLD_VERSION);
+    return 0;
+  }
+  std::string name = argv[1];
+  std::vector<std::string> args(argv + 2, argv + argc);
+  std::vector<std::string> names;
+  for (const Command& c : all_commands()) {
+    if (c.name == name) return c.run(args);
+    names.push_back(c.name);
+  }
+  std::string hint;
+  if (auto close = closest_match(name, names)) hint = absl::StrCat(" (did you mean `", *close, "`?)");
+  throw core::UsageError(absl::StrCat("unknown command \"", name, "\"", hint, "; run `freehold --help`"));
+}
+
+}  // namespace
+}  // namespace freehold::launch
+
+int main(int argc, char** argv) {
+  using freehold::core::ExitCode;
+  try {
+    return freehold::launch::run(argc, argv);
+  } catch (const freehold::core::Error& e) {
+    freehold::core::log_error(e.what());
+    return static_cast<int>(e.exit_code());
+  } catch (const c10::Error& e) {
+    freehold::core::log_error("LibTorch: ", e.what_without_backtrace());
+    return static_cast<int>(ExitCode::kFailure);
+  } catch (const std::exception& e) {
+    freehold::core::log_error(e.what());
+    return static_cast<int>(ExitCode::kFailure);
+  }
+}
