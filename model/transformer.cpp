@@ -1,6 +1,5 @@
 #include "model/transformer.h"
 
-#include <ATen/core/grad_mode.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/embedding.h>
 #include <ATen/ops/isfinite.h>
@@ -138,13 +137,8 @@ at::Tensor build_attention_mask(int64_t T, const at::Tensor& segment_ids, std::o
 
 }  // namespace
 
-at::Tensor RmsNorm::forward(const at::Tensor& x) const {
-  // The fused kernels are forward-only for now; autograd goes through the ATen reference.
-  if (at::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad())) {
-    return kernels::rms_norm_reference(x, weight, eps);
-  }
-  return kernels::rms_norm(x, weight, eps);
-}
+// kernels::rms_norm picks the fused kernel, or the differentiable reference while autograd needs gradients.
+at::Tensor RmsNorm::forward(const at::Tensor& x) const { return kernels::rms_norm(x, weight, eps); }
 
 Transformer Transformer::load(const std::string& model_dir, const LoadOptions& options) {
   Transformer model;
