@@ -39,7 +39,7 @@ class ConfigReader {
   }
 
   [[noreturn]] void fail(std::string_view key, const std::string& problem) const {
-    throw core::FormatError(absl::StrCat(file_, ": key \"", prefix_, key, "\" ", problem));
+    throw core::FormatError(absl::StrCat(file_, ": key \"", prefix_, std::string(key), "\" ", problem));
   }
 
   std::string value_text(std::string_view key) const { return object_.at(std::string(key)).dump(); }
@@ -229,7 +229,7 @@ std::string_view rope_type_name(RopeType type) {
 
 std::string supported_architecture_names() {
   return absl::StrJoin(kArchitectures, ", ",
-                       [](std::string* out, const ArchitectureInfo& a) { out->append(a.class_name); });
+                       [](std::string* out, const ArchitectureInfo& a) { out->append(a.class_name.data(), a.class_name.size()); });
 }
 
 int64_t ModelConfig::num_parameters() const {
@@ -285,7 +285,8 @@ ModelConfig parse_model_config(std::string_view json_text, const std::string& fi
   config.model_type = top.string_or("model_type", std::string(arch->model_type));
   if (config.model_type != arch->model_type) {
     top.fail("model_type", absl::StrCat("is \"", config.model_type, "\" but architectures names ",
-                                        arch->class_name, " (model_type \"", arch->model_type, "\")"));
+                                        std::string(arch->class_name), " (model_type \"",
+                                        std::string(arch->model_type), "\")"));
   }
 
   std::string act = top.string_or("hidden_act", "silu");

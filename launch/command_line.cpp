@@ -1,8 +1,7 @@
 #include "launch/command_line.h"
 
 #include <algorithm>
-#include <charconv>
-#include <cstdlib>
+#include <cmath>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -65,7 +64,8 @@ std::vector<std::string> ParsedArgs::get_all(std::string_view name) const {
   return it == values_.end() ? std::vector<std::string>{} : it->second;
 }
 
-int64_t ParsedArgs::get_int(std::string_view name, int64_t fallback, int64_t min_value, int64_t max_value) const {
+int64_t ParsedArgs::get_int(std::string_view name_view, int64_t fallback, int64_t min_value, int64_t max_value) const {
+  const std::string name(name_view);
   auto text = get(name);
   if (!text) return fallback;
   int64_t value = 0;
@@ -76,7 +76,8 @@ int64_t ParsedArgs::get_int(std::string_view name, int64_t fallback, int64_t min
   return value;
 }
 
-double ParsedArgs::get_double(std::string_view name, double fallback) const {
+double ParsedArgs::get_double(std::string_view name_view, double fallback) const {
+  const std::string name(name_view);
   auto text = get(name);
   if (!text) return fallback;
   double value = 0;
@@ -86,8 +87,9 @@ double ParsedArgs::get_double(std::string_view name, double fallback) const {
   return value;
 }
 
-ParsedArgs parse_command_line(std::string_view command, const std::vector<FlagSpec>& specs,
+ParsedArgs parse_command_line(std::string_view command_view, const std::vector<FlagSpec>& specs,
                               const std::vector<std::string>& args, int min_positionals, int max_positionals) {
+  const std::string command(command_view);  // Debian's Abseil has its own string_view: StrCat takes std::string
   ParsedArgs parsed;
   parsed.command_ = std::string(command);
   std::vector<std::string> names;

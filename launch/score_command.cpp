@@ -134,7 +134,7 @@ int run_score(const std::vector<std::string>& args) {
   core::write_file_atomic(*flags.get("out"), output);
   if (flags.has("logits-out")) io::save_safetensors(*flags.get("logits-out"), logits_out);
   core::log_info("scored ", records.size(), " record(s) with ", model.config().architecture_name, " (",
-                 core::precision_name(*dtype), ") → ", *flags.get("out"));
+                 std::string(core::precision_name(*dtype)), ") → ", *flags.get("out"));
   return 0;
 }
 

@@ -1,5 +1,6 @@
 #include "model/transformer.h"
 
+#include <ATen/TensorOperators.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/embedding.h>
 #include <ATen/ops/isfinite.h>
@@ -42,8 +43,8 @@ class WeightTaker {
         first_name = name;
       } else if (info.dtype != *stored) {
         throw core::FormatError(absl::StrCat(
-            files_.file_of(name), ": tensor \"", name, "\" is ", core::dtype_name(info.dtype), " but \"", first_name,
-            "\" is ", core::dtype_name(*stored), "; a model's weights must share one floating-point dtype"));
+            files_.file_of(name), ": tensor \"", name, "\" is ", std::string(core::dtype_name(info.dtype)), " but \"", first_name,
+            "\" is ", std::string(core::dtype_name(*stored)), "; a model's weights must share one floating-point dtype"));
       }
     }
     if (!stored) throw core::FormatError(absl::StrCat(model_dir_, ": the checkpoint has no floating-point tensors"));
@@ -70,7 +71,7 @@ class WeightTaker {
     }
     if (!core::is_floating(info.dtype)) {
       throw core::FormatError(absl::StrCat(files_.file_of(name), ": tensor \"", name, "\" is ",
-                                           core::dtype_name(info.dtype), "; expected a floating-point weight"));
+                                           std::string(core::dtype_name(info.dtype)), "; expected a floating-point weight"));
     }
     used_.insert(name);
     at::Tensor tensor = files_.tensor(name);
@@ -149,8 +150,8 @@ Transformer Transformer::load(const std::string& model_dir, const LoadOptions& o
   WeightTaker taker(files, model_dir, options);
   model.dtype_ = taker.target();
   if (c.stored_dtype && *c.stored_dtype != taker.stored()) {
-    core::log_warning(model_dir, "/config.json declares dtype ", core::dtype_name(*c.stored_dtype),
-                      " but the weights are stored as ", core::dtype_name(taker.stored()), "; using the weights' dtype");
+    core::log_warning(model_dir, "/config.json declares dtype ", std::string(core::dtype_name(*c.stored_dtype)),
+                      " but the weights are stored as ", std::string(core::dtype_name(taker.stored())), "; using the weights' dtype");
   }
 
   const int64_t C = c.hidden_size, H = c.num_attention_heads, Hkv = c.num_key_value_heads, D = c.head_dim;
