@@ -39,7 +39,7 @@ void log_line(LogLevel level, std::string_view message) {
                     : level == LogLevel::kWarning ? "warning: "
                     : level == LogLevel::kDebug   ? "debug: "
                                                   : "";
-  std::string line = absl::StrCat(s.prefix, tag, message, "\n");
+  std::string line = absl::StrCat(s.prefix, tag, std::string(message), "\n");
   std::fwrite(line.data(), 1, line.size(), stderr);
   std::fflush(stderr);
 }
