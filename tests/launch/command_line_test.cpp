@@ -34,7 +34,9 @@ TEST(CommandLineTest, ParsesValuesBooleansRepeatsAndPositionals) {
   EXPECT_EQ(a.get("dtype"), "bf16");
   EXPECT_TRUE(a.has("verify"));
   EXPECT_FALSE(a.has("steps"));
-  EXPECT_EQ(a.positionals(), (std::vector<std::string>{}));  // "pos" was taken by the repeated --input
+  EXPECT_EQ(a.positionals(), (std::vector<std::string>{"pos"}));  // after a boolean flag: positional
+  ParsedArgs greedy = parse_command_line("score", kFlags, {"--model", "m", "--input", "a", "b"}, 0, 1);
+  EXPECT_TRUE(greedy.positionals().empty());  // a repeated flag takes values up to the next flag
   ParsedArgs b = parse_command_line("score", kFlags, {"pos", "--model", "m", "--steps", "12"}, 0, 1);
   EXPECT_EQ(b.positionals(), (std::vector<std::string>{"pos"}));
   EXPECT_EQ(b.get_int("steps", 0, 1, 100), 12);

@@ -1,5 +1,6 @@
 #include "tests/model/tiny_checkpoint.h"
 
+#include <ATen/TensorOperators.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/randn.h>
 #include <stdlib.h>
