@@ -77,7 +77,7 @@ def check(model_dir: Path, tokens_path: Path, scores_path: Path) -> int:
     print(f"demo: freehold vs transformers, max |Δ log p| over {total_tokens} tokens = {worst:.2e} "
           f"({'OK' if ok else 'MISMATCH'}, tolerance 1e-4)")
     print(f"demo: the untrained model's perplexity on the text is {math.exp(total_nll / total_tokens):.1f} "
-          f"(vocabulary {model.config.vocab_size}: random weights are about that)")
+          f"(random weights: expect the vocabulary size, {model.config.vocab_size}, or worse)")
     return 0 if ok else 1
 
 

@@ -111,7 +111,7 @@ int run_score(const std::vector<std::string>& args) {
     at::Tensor logits = model.forward({input_ids, {}, {}})[0];       // (N, V)
     at::Tensor logits32 = logits.to(at::kFloat);
     at::Tensor logprobs_all = at::log_softmax(logits32, -1);
-    nlohmann::json line;
+    nlohmann::ordered_json line;  // keys in the documented order
     line["n_tokens"] = N;
     std::vector<double> logprobs;
     double sum = 0;
