@@ -1,5 +1,6 @@
 # Locates LibTorch inside the pinned torch wheel (.venv, made by scripts/bootstrap.sh) and defines imported targets
-# freehold::torch_cpu (torch_cpu + c10) and, when CUDA is on, freehold::torch_cuda (torch_cuda + c10_cuda).
+# freehold::torch_cpu (torch_cpu + c10) and, when CUDA is on, freehold::torch_cuda (torch_cuda + c10_cuda + the CUDA
+# runtime).
 # We do not call find_package(Torch): its config probes CUDA and pulls in the whole libtorch even for CPU builds,
 # while CPU builds here must link torch_cpu and c10 only.
 
@@ -56,8 +57,33 @@ if(FREEHOLD_CUDA)
   set_target_properties(freehold_torch_c10_cuda PROPERTIES IMPORTED_LOCATION "${FREEHOLD_TORCH_DIR}/lib/libc10_cuda.so")
   add_library(freehold_torch_cuda_lib SHARED IMPORTED GLOBAL)
   set_target_properties(freehold_torch_cuda_lib PROPERTIES IMPORTED_LOCATION "${FREEHOLD_TORCH_DIR}/lib/libtorch_cuda.so")
+
+  # Link the CUDA runtime that libtorch_cuda itself loads (the wheel's nvidia/cu*/lib), so that a process has one
+  # copy of it and our kernels share torch's streams and error state; the toolkit's when the wheel has none.
+  cmake_path(SET _wheel_nvidia_dir NORMALIZE "${FREEHOLD_TORCH_DIR}/../nvidia")
+  file(GLOB _wheel_cudart "${_wheel_nvidia_dir}/*/lib/libcudart.so.[0-9]*")
+  if(_wheel_cudart)
+    list(GET _wheel_cudart 0 _wheel_cudart)
+    string(REGEX MATCH "[0-9]+$" _wheel_cuda_major "${_wheel_cudart}")
+    if(NOT _wheel_cuda_major EQUAL CUDAToolkit_VERSION_MAJOR)
+      message(FATAL_ERROR "The torch wheel is built for CUDA ${_wheel_cuda_major} (${_wheel_cudart}) but nvcc is CUDA "
+                          "${CUDAToolkit_VERSION}. HINT: install the CUDA ${_wheel_cuda_major} toolkit and point "
+                          "CMAKE_CUDA_COMPILER (or CUDACXX) at its nvcc.")
+    endif()
+    add_library(freehold_cudart SHARED IMPORTED GLOBAL)
+    set_target_properties(freehold_cudart PROPERTIES IMPORTED_LOCATION "${_wheel_cudart}")
+    target_include_directories(freehold_cudart SYSTEM INTERFACE ${CUDAToolkit_INCLUDE_DIRS})
+    message(STATUS "CUDA runtime: ${_wheel_cudart}")
+  else()
+    add_library(freehold_cudart INTERFACE IMPORTED GLOBAL)
+    target_link_libraries(freehold_cudart INTERFACE CUDA::cudart)
+  endif()
+
   add_library(freehold::torch_cuda INTERFACE IMPORTED GLOBAL)
   target_link_libraries(freehold::torch_cuda INTERFACE freehold::torch_cpu freehold_torch_cuda_lib freehold_torch_c10_cuda
-                        CUDA::cudart)
+                        freehold_cudart)
+  # Nothing references libtorch_cuda's symbols directly: it registers ATen's CUDA backend when loaded, so a linker
+  # that drops unreferenced libraries (--as-needed, the default on Ubuntu) must keep it.
+  target_link_options(freehold::torch_cuda INTERFACE "LINKER:--no-as-needed")
   target_compile_definitions(freehold::torch_cuda INTERFACE USE_C10D_NCCL FREEHOLD_WITH_CUDA=1)
 endif()

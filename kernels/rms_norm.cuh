@@ -1,0 +1,19 @@
+// The CUDA RMSNorm forward kernel's host entry point: raw device pointers and a stream, no torch types, so that
+// rms_norm.cu compiles with nvcc alone. The binding (rms_norm.cpp) checks the tensors and calls this.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "kernels/host_device.h"
+
+namespace freehold::kernels {
+
+// y (rows, C) = RMSNorm of x (rows, C) with weight (C), all of `type`, contiguous, on the current device;
+// see rms_norm_math.h for the math. Enqueues one kernel on `stream` (one warp per row) and returns the launch's
+// status, which the caller must check. rows == 0 or C == 0 enqueues nothing and returns cudaSuccess.
+cudaError_t rms_norm_forward_cuda(ElementType type, const void* x, const void* weight, void* y, int64_t rows,
+                                  int64_t C, float eps, cudaStream_t stream);
+
+}  // namespace freehold::kernels

@@ -1,0 +1,48 @@
+// The CPU RMSNorm forward kernel: rms_norm_row (rms_norm_math.h) over rows, in parallel.
+#include "kernels/rms_norm_cpu.h"
+
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "kernels/rms_norm_math.h"
+
+namespace freehold::kernels {
+namespace {
+
+// Rows per task are chosen so that a task touches at least this many elements; smaller tasks cost more in the
+// pool than they save.
+constexpr int64_t kElementsPerTask = 1 << 15;
+
+template <typename T>
+void forward_rows(const T* x, const T* weight, T* y, int64_t rows, int64_t C, float eps) {
+  const int64_t grain = std::max<int64_t>(1, kElementsPerTask / std::max<int64_t>(C, 1));
+  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) rms_norm_row(x + row * C, weight, y + row * C, C, eps);
+  });
+}
+
+}  // namespace
+
+void rms_norm_forward_cpu(ElementType type, const void* x, const void* weight, void* y, int64_t rows, int64_t C,
+                          float eps) {
+  FH_CHECK(rows >= 0 && C >= 0, "rows ", rows, ", C ", C);
+  if (rows == 0 || C == 0) return;
+  switch (type) {
+    case ElementType::kF32:
+      return forward_rows(static_cast<const float*>(x), static_cast<const float*>(weight), static_cast<float*>(y),
+                          rows, C, eps);
+    case ElementType::kBF16:
+      return forward_rows(static_cast<const c10::BFloat16*>(x), static_cast<const c10::BFloat16*>(weight),
+                          static_cast<c10::BFloat16*>(y), rows, C, eps);
+    case ElementType::kF16:
+      return forward_rows(static_cast<const c10::Half*>(x), static_cast<const c10::Half*>(weight),
+                          static_cast<c10::Half*>(y), rows, C, eps);
+  }
+  FH_CHECK(false, "unknown ElementType ", static_cast<int>(type));
+}
+
+}  // namespace freehold::kernels
