@@ -3,6 +3,7 @@
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/tensor.h>
 
+#include <cstdio>
 #include <fstream>
 #include <string>
 
@@ -29,6 +30,19 @@ uint64_t peak_rss_bytes() {
   }
   ADD_FAILURE() << "no VmHWM in /proc/self/status";
   return 0;
+}
+
+// True when `address` lies in a mapping of `path` (per /proc/self/maps).
+bool address_is_mapped_from(const void* address, const std::string& path) {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  const auto target = reinterpret_cast<uintptr_t>(address);
+  while (std::getline(maps, line)) {
+    if (line.size() < path.size() || line.compare(line.size() - path.size(), path.size(), path) != 0) continue;
+    uintptr_t begin = 0, end = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx", &begin, &end) == 2 && target >= begin && target < end) return true;
+  }
+  return false;
 }
 
 // Writing "5" to clear_refs resets the peak RSS to the current RSS (Linux ≥ 4.0).
@@ -62,8 +76,14 @@ TEST(TransformerMemoryTest, LoadingABf16CheckpointCostsAboutItsOwnSize) {
   EXPECT_EQ(model.dtype(), at::kBFloat16);
   EXPECT_LE(static_cast<double>(raised), 1.1 * static_cast<double>(n))
       << "peak RSS rose by " << raised << " bytes for a checkpoint of " << n << " bytes";
-  // And the weights really are resident: a load that copied nothing but also touched nothing would pass above.
-  EXPECT_GE(static_cast<double>(raised), 0.5 * static_cast<double>(n));
+  std::printf("peak RSS rose by %.1f MB for a %.1f MB checkpoint (%.3f x)\n", raised / 1e6, n / 1e6,
+              static_cast<double>(raised) / static_cast<double>(n));
+  // Why it is cheap: the weights are views of the file's mapping. (A lower bound on the RSS rise would be a
+  // weaker check of the same thing: the kernel may reclaim clean file pages under memory pressure.)
+  for (const at::Tensor* weight : {&model.embed_tokens(), &model.layers()[3].mlp.down_proj.weight(),
+                                   &model.lm_head().weight()}) {
+    EXPECT_TRUE(address_is_mapped_from(weight->data_ptr(), dir + "/model.safetensors"));
+  }
 }
 
 }  // namespace
