@@ -1,3 +1,4 @@
+// The LibTorch half of io/safetensors.h: mapping and views, pread copies, and the atomic (sharded) writer.
 #include "io/safetensors.h"
 
 #include <ATen/ops/empty.h>
@@ -526,8 +527,12 @@ uint64_t parse_size(std::string_view text) {
     ++digits;
   }
   if (digits == 0) throw bad("does not start with a number");
-  std::string unit(text.substr(digits));
+  const std::string_view written = text.substr(digits);
+  std::string unit(written);
   for (char& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (!written.empty() && written.back() == 'b' && unit.find('I') == std::string::npos) {
+    throw bad("ends in a lowercase b, which transformers reads as bits; write B for bytes");
+  }
   static const std::pair<std::string_view, uint64_t> kUnits[] = {
       {"", 1},           {"B", 1},           {"KB", 1000},          {"MB", 1000'000},
       {"GB", 1000'000'000}, {"KIB", uint64_t{1} << 10}, {"MIB", uint64_t{1} << 20}, {"GIB", uint64_t{1} << 30},

@@ -143,9 +143,10 @@ class ShardedSafetensorsWriter {
 void save_sharded_safetensors(const std::string& dir, const std::vector<NamedTensor>& tensors,
                               uint64_t max_shard_bytes, const std::map<std::string, std::string>& metadata = {});
 
-// Parses a --max-shard-size value as transformers does: an integer with an optional unit, B, KB, MB, GB (powers of
-// 1000) or KiB, MiB, GiB (powers of 1024), case-insensitive; a bare integer is bytes. Throws core::UsageError
-// for anything else, for 0 and for sizes that overflow.
+// Parses a --max-shard-size value as transformers does: an integer with a unit, KB, MB, GB (powers of 1000) or
+// KiB, MiB, GiB (powers of 1024), case-insensitive, or B or no unit for bytes. transformers reads a final lowercase
+// "b" of KB/MB/GB as bits ("5Gb" is 625 MB there), so those spellings are refused rather than read differently.
+// Throws core::UsageError for anything else, for 0 and for sizes that overflow.
 uint64_t parse_size(std::string_view text);
 
 }  // namespace freehold::io

@@ -692,6 +692,11 @@ SafetensorsHeader parse_safetensors_header(std::string_view file_bytes, uint64_t
                       " at offset ", 8 + bad, ")"));
   }
 
+  // As the reference reader requires: this also rules out a byte-order mark, which nlohmann would skip silently.
+  if (json.front() != '{') {
+    fail(Kind::kInvalidHeaderJson, file, "",
+         absl::StrCat("the header must start with '{', found byte 0x", absl::Hex(static_cast<uint8_t>(json.front()))));
+  }
   // Trailing whitespace is the format's padding; dropping it here (a fast scan) rather than in the JSON lexer (one
   // byte at a time) keeps a 100 MB header of spaces cheap (S22).
   size_t end = json.size();

@@ -24,7 +24,7 @@ enum class SafetensorsErrorKind {
   kHeaderTooLarge,           // N > kMaxSafetensorsHeaderBytes
   kInvalidHeaderLength,      // N > file size - 8
   kInvalidHeaderUtf8,        // header bytes are not valid UTF-8, or contain NUL
-  kInvalidHeaderJson,        // not JSON, not an object, trailing garbage
+  kInvalidHeaderJson,        // not JSON, not an object, not starting with '{', trailing garbage
   kInvalidTensorEntry,       // a tensor entry is not an object with exactly dtype, shape, data_offsets
   kInvalidDType,             // missing, unknown or unsupported dtype
   kInvalidShape,             // shape missing or not an array of non-negative integers, or rank too high

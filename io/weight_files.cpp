@@ -1,3 +1,4 @@
+// Choosing a model directory's weight files and cross-checking a sharded model's index against its shards.
 #include "io/weight_files.h"
 
 #include <sys/stat.h>

@@ -57,6 +57,7 @@ def header_seeds():
         "s6_trailing_bytes": st_file(w16, f32(1, 2, 3, 4) + b"PK\x03\x04"),
         "s7_not_utf8": st_file(None, f32(1), raw=b'{"\xff":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'),
         "s8_array": st_file([1, 2]),
+        "s8_byte_order_mark": st_file(None, raw=b"\xef\xbb\xbf{}"),
         "s9_unknown_dtype": st_file({"w": entry("F31", [1], 0, 4)}, f32(1)),
         "s10_overlap": st_file({"a": entry("F32", [4], 0, 16), "b": entry("F32", [4], 0, 16)}, f32(1, 2, 3, 4)),
         "s11_gap": st_file({"a": entry("F32", [1], 0, 4), "b": entry("F32", [1], 8, 12)}, f32(1, 2, 3)),

@@ -217,7 +217,8 @@ TEST(SafetensorsHeaderTest, S7_HeaderThatIsNotUtf8OrHoldsNulIsRejected) {
 
 TEST(SafetensorsHeaderTest, S8_HeaderThatIsNotAJsonObjectIsRejected) {
   for (std::string_view json : {"not json", "[1, 2]", "42", "\"a string\"", "null", "{ ", "{\"a\":", "{}{}", "{} x",
-                                "{\"a\" 1}", "{'a': 1}", "{\"a\":{\"dtype\":\"F32\",}}", "  ", "{\"\\ud800\":1}"}) {
+                                "{\"a\" 1}", "{'a': 1}", "{\"a\":{\"dtype\":\"F32\",}}", "  ", "{\"\\ud800\":1}",
+                                " {}", "\n{}", "\xef\xbb\xbf{}"}) {
     EXPECT_TRUE(json_rejected_as(Kind::kInvalidHeaderJson, json, 0)) << json;
   }
 }

@@ -488,8 +488,13 @@ TEST(ParseSizeTest, AcceptsTransformersUnitsAndRejectsEverythingElse) {
   EXPECT_EQ(parse_size("1KiB"), 1024u);
   EXPECT_EQ(parse_size("3MiB"), 3u << 20);
   EXPECT_EQ(parse_size("2GiB"), uint64_t{2} << 30);
-  EXPECT_EQ(parse_size("2gb"), 2'000'000'000u);
+  EXPECT_EQ(parse_size("2gB"), 2'000'000'000u);
   EXPECT_EQ(parse_size("2gib"), uint64_t{2} << 30);
+  EXPECT_EQ(parse_size("2Gib"), uint64_t{2} << 30);
+  // transformers reads these as bits: refused, never read as bytes.
+  for (std::string_view bits : {"5Gb", "5gb", "500mb", "10kb", "7b"}) {
+    EXPECT_THROW(parse_size(bits), core::UsageError) << bits;
+  }
   for (std::string_view bad : {"", "GB", "5TB", "5 GB", " 5GB", "-5GB", "1.5GB", "0", "0GB", "5G", "5GBs", "0x10",
                                "99999999999999999999", "18446744073709551615GB"}) {
     EXPECT_THROW(parse_size(bad), core::UsageError) << bad;
