@@ -1,6 +1,9 @@
 #include "data/normalizer.h"
 
+#include <array>
+
 #include <unicode/unorm2.h>
+#include <unicode/uset.h>
 #include <unicode/ustring.h>
 
 #include "absl/strings/str_cat.h"
@@ -70,6 +73,30 @@ std::string unicode_normalize(std::string_view text, const UNormalizer2* normali
   return out;
 }
 
+// The tokenizers library normalizes with the Unicode 9.0 tables of its unicode-normalization-alignments crate:
+// characters assigned later have no decomposition and combining class 0 there, so they block reordering and
+// composition. ICU's normalizer filtered to the characters assigned by Unicode 9.0 behaves the same (the
+// normalization stability policy keeps the older characters' data unchanged in newer Unicode versions).
+const UNormalizer2* unicode_9_normalizer(int form) {
+  static const std::array<const UNormalizer2*, 4> normalizers = [] {
+    UErrorCode status = U_ZERO_ERROR;
+    static const UChar kPattern[] = u"[:Age=9.0:]";
+    USet* assigned = uset_openPattern(kPattern, -1, &status);
+    FH_CHECK(U_SUCCESS(status), "ICU: uset_openPattern [:Age=9.0:]: ", u_errorName(status));
+    uset_freeze(assigned);
+    std::array<const UNormalizer2*, 4> out{};
+    const UNormalizer2* base[4] = {unorm2_getNFCInstance(&status), unorm2_getNFDInstance(&status),
+                                   unorm2_getNFKCInstance(&status), unorm2_getNFKDInstance(&status)};
+    FH_CHECK(U_SUCCESS(status), "ICU normalizer: ", u_errorName(status));
+    for (int i = 0; i < 4; ++i) {
+      out[i] = unorm2_openFiltered(base[i], assigned, &status);  // lives as long as the process, as `assigned`
+      FH_CHECK(U_SUCCESS(status) && out[i] != nullptr, "ICU: unorm2_openFiltered: ", u_errorName(status));
+    }
+    return out;
+  }();
+  return normalizers[form];
+}
+
 }  // namespace
 
 std::unique_ptr<Normalizer> Normalizer::from_json(const Json& value, const JsonPath& at) {
@@ -124,12 +151,7 @@ std::string Normalizer::apply(const Step& step, std::string_view text) {
     }
     case Kind::kUnicodeForm: {
       if (is_ascii(text)) return std::string(text);  // ASCII is invariant under all four forms
-      UErrorCode status = U_ZERO_ERROR;
-      const UNormalizer2* normalizer = step.form == UnicodeForm::kNfc    ? unorm2_getNFCInstance(&status)
-                                       : step.form == UnicodeForm::kNfd  ? unorm2_getNFDInstance(&status)
-                                       : step.form == UnicodeForm::kNfkc ? unorm2_getNFKCInstance(&status)
-                                                                         : unorm2_getNFKDInstance(&status);
-      FH_CHECK(U_SUCCESS(status) && normalizer != nullptr, "ICU normalizer: ", u_errorName(status));
+      const UNormalizer2* normalizer = unicode_9_normalizer(static_cast<int>(step.form));
       return unicode_normalize(text, normalizer);
     }
   }

@@ -1,5 +1,6 @@
 // The normalizer of a tokenizer.json: the text edits made before pre-tokenization. Supported: Prepend, Replace
-// (String or Regex pattern), the Unicode forms NFC/NFD/NFKC/NFKD (through ICU), and Sequence of these.
+// (String or Regex pattern), the Unicode forms NFC/NFD/NFKC/NFKD (through ICU, with the library's Unicode 9.0
+// data), and Sequence of these.
 #pragma once
 
 #include <memory>

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/error.h"
+#include "data/unicode_delta.h"
 
 namespace freehold::data {
 namespace {
@@ -49,10 +50,35 @@ size_t utf8_length_at(std::string_view s, size_t i) {
 std::string oniguruma_to_pcre2(std::string_view pattern) {
   std::string out;
   out.reserve(pattern.size() + 16);
+  bool in_class = false;
+  size_t class_start = 0;  // index in `pattern` just after the '[' (or "[^") that opened the class
   for (size_t i = 0; i < pattern.size(); ++i) {
     char c = pattern[i];
     if (c == '\\' && i + 1 < pattern.size()) {
-      char next = pattern[++i];
+      char next = pattern[i + 1];
+      // \p{L} \pL \p{N} \pN and their negations: the property plus what Unicode 15-16 added to it.
+      std::string_view rest = pattern.substr(i + 2);
+      char property = 0;
+      size_t length = 0;
+      if (next == 'p' || next == 'P') {
+        if (rest.size() >= 3 && rest[0] == '{' && (rest[1] == 'L' || rest[1] == 'N') && rest[2] == '}') {
+          property = rest[1], length = 5;
+        } else if (!rest.empty() && (rest[0] == 'L' || rest[0] == 'N')) {
+          property = rest[0], length = 3;
+        }
+      }
+      const bool negated = next == 'P';
+      if (property != 0 && !(negated && in_class)) {
+        const char* delta = property == 'L' ? kLettersSinceUnicode14 : kNumbersSinceUnicode14;
+        std::string members = absl::StrCat("\\p{", std::string(1, property), "}", delta);
+        if (in_class) {
+          out += members;
+        } else {
+          absl::StrAppend(&out, negated ? "[^" : "[", members, "]");
+        }
+        i += length - 1;
+        continue;
+      }
       if (next == 's') {
         out += "\\p{White_Space}";
       } else if (next == 'S') {
@@ -61,7 +87,15 @@ std::string oniguruma_to_pcre2(std::string_view pattern) {
         out += c;
         out += next;
       }
+      ++i;
       continue;
+    }
+    if (!in_class && c == '[') {
+      in_class = true;
+      class_start = i + 1;
+      if (class_start < pattern.size() && pattern[class_start] == '^') ++class_start;
+    } else if (in_class && c == ']' && i != class_start) {
+      in_class = false;
     }
     out += c;
   }

@@ -1,5 +1,6 @@
 // Split patterns of tokenizer.json files, compiled with PCRE2 (UTF + UCP, JIT). The tokenizers library runs them
-// with Oniguruma, whose `\s` is the Unicode White_Space property; the pattern is rewritten so PCRE2 means the same.
+// with Oniguruma, whose `\s` is the Unicode White_Space property and whose Unicode is newer than Debian's PCRE2;
+// the pattern is rewritten so PCRE2 matches the same code points.
 #pragma once
 
 #include <cstddef>
@@ -40,7 +41,9 @@ class UnicodeRegex {
 };
 
 // Rewrites an Oniguruma pattern into the PCRE2 pattern that matches the same: `\s` → `\p{White_Space}` and
-// `\S` → `\P{White_Space}` (inside and outside character classes). Exposed for tests.
+// `\S` → `\P{White_Space}`; `\p{L}` and `\p{N}` (and `\P{..}` outside classes) gain the code points Unicode 15-16
+// assigned to them, which the tokenizers library knows and Debian's PCRE2 (Unicode 14) does not
+// (data/unicode_delta.h). Exposed for tests.
 std::string oniguruma_to_pcre2(std::string_view pattern);
 
 }  // namespace freehold::data
