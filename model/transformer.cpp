@@ -3,7 +3,6 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/embedding.h>
-#include <ATen/ops/isfinite.h>
 #include <ATen/ops/scaled_dot_product_attention.h>
 #include <ATen/ops/silu.h>
 
@@ -15,6 +14,7 @@
 #include "core/log.h"
 #include "io/safetensors.h"
 #include "io/weight_files.h"
+#include "kernels/all_finite.h"
 #include "kernels/rms_norm.h"
 
 namespace freehold::model {
@@ -95,15 +95,9 @@ class WeightTaker {
 
  private:
   void require_finite(const std::string& name, const at::Tensor& tensor) const {
-    // In chunks, so the boolean temporary stays small next to the weight itself.
-    at::Tensor flat = tensor.reshape({-1});
-    constexpr int64_t kChunk = int64_t{1} << 22;
-    for (int64_t begin = 0; begin < flat.numel(); begin += kChunk) {
-      int64_t length = std::min(kChunk, flat.numel() - begin);
-      if (!at::isfinite(flat.narrow(0, begin, length)).all().item<bool>()) {
-        throw core::FormatError(absl::StrCat(files_.file_of(name), ": tensor \"", name,
-                                             "\" contains NaN or Inf; refusing to use non-finite weights"));
-      }
+    if (!kernels::all_finite(tensor)) {  // reads the mapping in place: no temporary
+      throw core::FormatError(absl::StrCat(files_.file_of(name), ": tensor \"", name,
+                                           "\" contains NaN or Inf; refusing to use non-finite weights"));
     }
   }
 
