@@ -1,4 +1,5 @@
 // `freehold score`: per-token log-probabilities of token sequences under a model, and optionally the full logits.
+// With --adapter, the PEFT adapter is applied (in eval mode: no dropout), as PeftModel.from_pretrained would.
 // Input lines: {"tokens":[...]} (or {"text":"..."} once a tokenizer is given). Output line k, for input record k:
 // {"n_tokens":N,"nll":x,"logprobs":[...]} with logprobs[i] = log p(tokens[i+1] | tokens[0..i]) and nll their
 // negated mean (null when N == 1). --logits-out writes one float32 tensor "logits.<k>" of shape [N, V] per record.
@@ -7,8 +8,10 @@
 #include <ATen/ops/tensor.h>
 
 #include <fstream>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "adapters/adapter_set.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/file.h"
@@ -25,6 +28,7 @@ namespace {
 const std::vector<FlagSpec>& score_flags() {
   static const std::vector<FlagSpec> flags = {
       {"model", "DIR", "Hugging Face model directory (config.json + safetensors)", true},
+      {"adapter", "DIR", "apply this PEFT LoRA/DoRA adapter (adapter_config.json + adapter_model.safetensors)"},
       {"input", "FILE.jsonl", "one {\"tokens\":[...]} per line", true},
       {"out", "FILE.jsonl", "one {\"n_tokens\",\"nll\",\"logprobs\"} per input line", true},
       {"logits-out", "FILE.safetensors", "also write float32 logits.<k> [N, V] for record k"},
@@ -88,7 +92,7 @@ std::vector<std::vector<int64_t>> read_token_records(const std::string& path, in
 int run_score(const std::vector<std::string>& args) {
   ParsedArgs flags = parse_command_line("score", score_flags(), args, 0, 0);
   if (flags.has("help")) {
-    std::printf("usage: freehold score --model DIR --input FILE.jsonl --out FILE.jsonl [options]\n\n%s",
+    std::printf("usage: freehold score --model DIR [--adapter DIR] --input FILE.jsonl --out FILE.jsonl [options]\n\n%s",
                 describe_flags(score_flags()).c_str());
     return 0;
   }
@@ -100,6 +104,8 @@ int run_score(const std::vector<std::string>& args) {
   model::LoadOptions options;
   options.dtype = dtype;
   model::Transformer model = model::Transformer::load(*flags.get("model"), options);
+  std::optional<adapters::AdapterSet> adapter;
+  if (flags.has("adapter")) adapter = adapters::AdapterSet::load(model, *flags.get("adapter"));  // eval mode
   auto records = read_token_records(*flags.get("input"), model.config().vocab_size);
 
   std::vector<io::NamedTensor> logits_out;
@@ -133,7 +139,8 @@ int run_score(const std::vector<std::string>& args) {
   }
   core::write_file_atomic(*flags.get("out"), output);
   if (flags.has("logits-out")) io::save_safetensors(*flags.get("logits-out"), logits_out);
-  core::log_info("scored ", records.size(), " record(s) with ", model.config().architecture_name, " (",
+  core::log_info("scored ", records.size(), " record(s) with ", model.config().architecture_name,
+                 adapter ? absl::StrCat(" + adapter ", *flags.get("adapter")) : std::string(), " (",
                  std::string(core::precision_name(*dtype)), ") → ", *flags.get("out"));
   return 0;
 }

@@ -2,9 +2,18 @@
 
 #include <ATen/ops/linear.h>
 
+#include "absl/strings/str_cat.h"
+#include "core/error.h"
+
 namespace freehold::model {
 
 at::Tensor Linear::base_forward(const at::Tensor& x) const { return at::linear(x, weight_, bias_); }
+
+void Linear::set_weight(at::Tensor weight) {
+  FH_CHECK(weight.sizes() == weight_.sizes() && weight.scalar_type() == weight_.scalar_type(), name_,
+           ": set_weight needs the shape and dtype of the weight it replaces");
+  weight_ = std::move(weight);
+}
 
 at::Tensor Linear::forward(const at::Tensor& x) const {
   if (adapter_) return adapter_->forward(*this, x);

@@ -36,6 +36,10 @@ class Linear {
   int64_t in_features() const { return weight_.size(1); }
   int64_t out_features() const { return weight_.size(0); }
 
+  // Replaces the frozen weight with one of the same shape and dtype: the residual W - scale·BA that PiSSA and
+  // OLoRA initialisation leave in the base (adapters/lora_init.h). Nothing else changes a base weight.
+  void set_weight(at::Tensor weight);
+
   void set_adapter(std::shared_ptr<const LinearAdapter> adapter) { adapter_ = std::move(adapter); }
   const std::shared_ptr<const LinearAdapter>& adapter() const { return adapter_; }
 
