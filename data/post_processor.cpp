@@ -52,8 +52,10 @@ void PostProcessor::add_steps(const Json& value, const JsonPath& at, int depth) 
       require_array(ids, entry_at.child("ids"));
       Item item;
       for (size_t k = 0; k < ids.size(); ++k) {
-        item.special_ids.push_back(static_cast<int32_t>(read_int(ids[k], entry_at.child("ids").index(k), 0,
-                                                                 (int64_t{1} << 31) - 2)));
+        JsonPath id_at = entry_at.child("ids").index(k);
+        auto id = static_cast<int32_t>(read_int(ids[k], id_at, 0, (int64_t{1} << 31) - 2));
+        item.special_ids.push_back(id);
+        stated_ids_.push_back({id, id_at.describe()});
       }
       items.push_back(std::move(item));
     } else {

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "data/tokenizer_json.h"
@@ -18,6 +19,13 @@ class PostProcessor {
   // The ids with the template's special tokens added.
   std::vector<int32_t> apply(const std::vector<int32_t>& ids) const;
 
+  // Every id the templates add, with where the file states it (for checking them against the vocabulary).
+  struct StatedId {
+    int32_t id;
+    std::string where;
+  };
+  const std::vector<StatedId>& stated_ids() const { return stated_ids_; }
+
  private:
   // One template item: the sequence itself (special_ids empty) or the ids of a special token.
   struct Item {
@@ -27,6 +35,7 @@ class PostProcessor {
   void add_steps(const Json& value, const JsonPath& at, int depth);
 
   std::vector<std::vector<Item>> templates_;  // TemplateProcessing steps, in order
+  std::vector<StatedId> stated_ids_;
 };
 
 }  // namespace freehold::data

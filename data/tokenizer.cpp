@@ -77,6 +77,16 @@ Tokenizer Tokenizer::from_json_text(std::string_view json_text, const std::strin
   tokenizer.decoder_ = Decoder::from_json(component("decoder"), root.child("decoder"));
   tokenizer.added_ = AddedVocabulary::from_json(find_field(json, root, "added_tokens"), root.child("added_tokens"),
                                                 *tokenizer.model_, tokenizer.normalizer_.get());
+  // The library would emit a template id it cannot decode; freehold refuses the file instead, since such an id
+  // has no row in the model's embedding either.
+  if (tokenizer.post_processor_) {
+    for (const PostProcessor::StatedId& stated : tokenizer.post_processor_->stated_ids()) {
+      if (!tokenizer.id_to_token(stated.id)) {
+        throw core::FormatError(absl::StrCat(stated.where, " is ", stated.id, ", which is neither in model.vocab "
+                                             "nor an added token"));
+      }
+    }
+  }
   return tokenizer;
 }
 

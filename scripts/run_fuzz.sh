@@ -18,6 +18,7 @@ jobs="${JOBS:-2}"
 targets=(
   safetensors_header_fuzz:safetensors
   safetensors_index_fuzz:safetensors_index
+  tokenizer_json_fuzz:tokenizer_json
 )
 
 log() { printf '[fuzz] %s\n' "$*" >&2; }

@@ -115,6 +115,10 @@ TEST(TokenizerEncode, TemplateAddsBosAndEosOnlyWithSpecialTokens) {
   EXPECT_EQ(tokenizer.decode({0, 4, 1}, false), "<s> ab </s>");  // no decoder: tokens joined by spaces
   EXPECT_EQ(tokenizer.decode({0, 4, 1}, true), "ab");
   EXPECT_THROW(tokenizer.decode({99}), core::DataError);
+
+  // A template id outside the vocabulary and the added tokens is refused when loading.
+  doc["post_processor"]["special_tokens"]["</s>"]["ids"] = {7};
+  expect_contains(load_error(doc), {"post_processor.special_tokens.</s>.ids[0]", "is 7", "neither in model.vocab"});
 }
 
 TEST(TokenizerEncode, SentencePieceNormalizerPrependsToEachPieceBetweenAddedTokens) {
