@@ -174,7 +174,7 @@ void PreTokenizer::apply(const Step& step, std::vector<PreToken>& in, std::vecto
   for (PreToken& token : in) {
     switch (step.kind) {
       case Kind::kByteLevel: {
-        if (step.add_prefix_space && (token.text.empty() || token.text[0] != ' ')) token.text.insert(0, " ");
+        if (step.add_prefix_space && (token.text.empty() || token.text[0] != ' ')) token.text.insert(token.text.begin(), ' ');
         size_t first = out.size();
         if (step.regex) {
           split_pieces(step, token, out);
