@@ -17,6 +17,7 @@ debian_packages=(
   nlohmann-json3-dev
   libgtest-dev
   libpcre2-dev
+  libicu-dev
   ccache
   clang libclang-rt-dev
   python3 python3-venv
