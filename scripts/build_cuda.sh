@@ -2,7 +2,8 @@
 # Configures and builds the CUDA variant (-DFREEHOLD_CUDA=ON: kernels/*.cu by nvcc for sm_80 and sm_90, linked with
 # LibTorch's CUDA libraries). Compile and link only: it needs the CUDA toolkit, not a GPU. CI runs it.
 #   scripts/build_cuda.sh [BUILD_DIR] [extra cmake arguments...]     BUILD_DIR defaults to build-cuda
-#   JOBS=N sets the parallel jobs (default: nproc).
+#   JOBS=N sets the parallel jobs (default: nproc); TARGETS="a b" builds only those targets (CI builds the binary
+#   and the CUDA tests, which proves compile and link without recompiling every CPU test a second time).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,6 +24,11 @@ fi
 
 start=${SECONDS}
 cmake -S "${root}" -B "${build_dir}" "${cmake_args[@]}" "$@"
-cmake --build "${build_dir}" -j"${jobs}"
+if [[ -n "${TARGETS:-}" ]]; then
+  read -r -a targets <<< "${TARGETS}"
+  cmake --build "${build_dir}" -j"${jobs}" --target "${targets[@]}"
+else
+  cmake --build "${build_dir}" -j"${jobs}"
+fi
 echo "build_cuda.sh: built ${build_dir} in $((SECONDS - start)) s." \
      "On a GPU machine: ctest --test-dir ${build_dir} -L cuda"
