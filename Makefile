@@ -24,7 +24,9 @@ build: configure
 test: build
 	@ctest --test-dir $(BUILD_DIR) --output-on-failure -j$(JOBS) $(CTEST_FLAGS)
 
-demo: build
+# The demo needs the binary only, not the test executables.
+demo: configure
+	@cmake --build $(BUILD_DIR) -j$(JOBS) --target freehold
 	@bash scripts/demo.sh $(BUILD_DIR)
 
 # Compile and link the CUDA variant (kernels for sm_80 and sm_90); runs only where a GPU is.
