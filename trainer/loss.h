@@ -1,0 +1,28 @@
+// The training loss: cross-entropy with the Hugging Face label convention (logits at position t predict
+// labels[t+1]; kIgnoreIndex positions are not targets), normalised by the target tokens of the whole optimizer
+// step rather than of one micro-batch, as transformers does with num_items_in_batch:
+//
+//   loss_step = Σ_micro Σ_targets −log p(target) / N_step,   N_step = target tokens of the step (all ranks, once the
+//   multi-rank issue all-reduces it)
+//
+// so every target token weighs the same whatever micro-batch it lands in. A micro-batch with no targets contributes
+// exactly 0 (a sum over nothing), never NaN (RELIABILITY.md R7); N_step = 0 gives a step loss of 0.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace freehold::trainer {
+
+// logits (B, T, V) any float dtype, labels (B, T) int64 → Σ −log p over the targets, a 0-d float32 tensor with a
+// gradient to `logits`. Computed in float32, like transformers' ForCausalLMLoss (logits.float()).
+at::Tensor sum_cross_entropy(const at::Tensor& logits, const at::Tensor& labels);
+
+// sum_cross_entropy / max(1, step_target_tokens): this micro-batch's share of the step's loss.
+at::Tensor micro_batch_loss(const at::Tensor& logits, const at::Tensor& labels, int64_t step_target_tokens);
+
+// Target tokens in `labels` (B, T) under the HF shift: positions t >= 1 whose label is not kIgnoreIndex.
+int64_t count_target_tokens(const at::Tensor& labels);
+
+}  // namespace freehold::trainer
