@@ -16,6 +16,7 @@ struct Command {
 int run_score(const std::vector<std::string>& args);
 int run_inspect(const std::vector<std::string>& args);
 int run_tokenize(const std::vector<std::string>& args);
+int run_prepare(const std::vector<std::string>& args);
 int run_adapter(const std::vector<std::string>& args);
 
 const std::vector<Command>& all_commands();

@@ -21,6 +21,7 @@ const std::vector<Command>& all_commands() {
       {"score", "log-probabilities (and logits) of token sequences under a model", run_score},
       {"inspect", "describe a safetensors file or a model directory", run_inspect},
       {"tokenize", "token ids of text lines with a tokenizer.json (or --decode ids back to text)", run_tokenize},
+      {"prepare", "JSONL or text files → a tokenized HDF5 dataset for training", run_prepare},
       {"adapter", "adapter init: attach, initialise and save a PEFT adapter", run_adapter},
   };
   return commands;

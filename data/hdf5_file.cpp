@@ -1,0 +1,345 @@
+// Checked HDF5 calls; strict reading; the streamed writer of prepared datasets.
+#include "data/hdf5_file.h"
+
+#include <H5PLpublic.h>
+
+#include <cerrno>
+#include <sys/stat.h>
+
+#include "absl/strings/str_cat.h"
+#include "core/error.h"
+
+namespace freehold::data::hdf5 {
+namespace {
+
+std::recursive_mutex& hdf5_mutex() {
+  static std::recursive_mutex mutex;
+  return mutex;
+}
+
+herr_t collect_message(unsigned n, const H5E_error2_t* error, void* data) {
+  auto* out = static_cast<std::string*>(data);
+  if (n > 0) *out += "; ";
+  *out += error->desc != nullptr ? error->desc : "?";
+  if (error->func_name != nullptr) absl::StrAppend(out, " (", error->func_name, ")");
+  return 0;
+}
+
+[[noreturn]] void fail(const std::string& context) {
+  std::string messages;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, collect_message, &messages);
+  H5Eclear2(H5E_DEFAULT);
+  throw core::FormatError(absl::StrCat(context, ": HDF5: ", messages.empty() ? "failed" : messages));
+}
+
+}  // namespace
+
+std::unique_lock<std::recursive_mutex> lock() {
+  std::unique_lock<std::recursive_mutex> guard(hdf5_mutex());
+  static const bool initialized = [] {
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // errors become exceptions, never printed by the library
+    H5PLset_loading_state(0);                     // never load filter plugins from files' requests
+    return true;
+  }();
+  (void)initialized;
+  return guard;
+}
+
+void check(herr_t status, const std::string& context) {
+  if (status < 0) fail(context);
+}
+
+hid_t check_id(hid_t id, const std::string& context) {
+  if (id < 0) fail(context);
+  return id;
+}
+
+Handle& Handle::operator=(Handle&& other) noexcept {
+  if (this != &other) {
+    reset();
+    id_ = other.id_;
+    other.id_ = -1;
+  }
+  return *this;
+}
+
+void Handle::reset() {
+  if (id_ < 0) return;
+  auto guard = lock();
+  // Close whatever kind of object this is; failures here leave nothing to recover.
+  switch (H5Iget_type(id_)) {
+    case H5I_FILE: H5Fclose(id_); break;
+    case H5I_DATASET: H5Dclose(id_); break;
+    case H5I_DATASPACE: H5Sclose(id_); break;
+    case H5I_DATATYPE: H5Tclose(id_); break;
+    case H5I_ATTR: H5Aclose(id_); break;
+    case H5I_GENPROP_LST: H5Pclose(id_); break;
+    case H5I_GROUP: H5Gclose(id_); break;
+    default: break;
+  }
+  H5Eclear2(H5E_DEFAULT);
+  id_ = -1;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+ReadFile::ReadFile(const std::string& path) : path_(path) {
+  struct stat info;
+  if (::stat(path.c_str(), &info) != 0) throw core::SystemError(absl::StrCat("opening HDF5 file ", path), errno);
+  auto guard = lock();
+  Handle fapl(check_id(H5Pcreate(H5P_FILE_ACCESS), path));
+  check(H5Pset_file_locking(fapl.get(), false, true), path);
+  hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get());
+  if (file < 0) {
+    std::string messages;
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, collect_message, &messages);
+    H5Eclear2(H5E_DEFAULT);
+    throw core::FormatError(absl::StrCat(path, ": not a readable HDF5 file (truncated, corrupt or another format): ",
+                                         messages));
+  }
+  file_ = Handle(file);
+}
+
+bool ReadFile::has_dataset(const std::string& name) const {
+  auto guard = lock();
+  htri_t exists = H5Lexists(file_.get(), name.c_str(), H5P_DEFAULT);
+  check(exists, absl::StrCat(path_, ": looking up ", name));
+  if (exists == 0) return false;
+  H5L_info_t link;
+  check(H5Lget_info(file_.get(), name.c_str(), &link, H5P_DEFAULT), absl::StrCat(path_, ": link ", name));
+  if (link.type != H5L_TYPE_HARD) {
+    throw core::FormatError(absl::StrCat(path_, ": ", name, " is a ", link.type == H5L_TYPE_EXTERNAL ? "external" : "soft",
+                                         " link; only datasets stored in the file itself are read (HDF5 SECURITY)"));
+  }
+  H5O_info_t object;
+  check(H5Oget_info_by_name(file_.get(), name.c_str(), &object, H5P_DEFAULT), absl::StrCat(path_, ": object ", name));
+  if (object.type != H5O_TYPE_DATASET) throw core::FormatError(absl::StrCat(path_, ": ", name, " is not a dataset"));
+  return true;
+}
+
+Handle ReadFile::open_dataset(const std::string& name) const {
+  if (!has_dataset(name)) throw core::FormatError(absl::StrCat(path_, ": dataset ", name, " is missing"));
+  auto guard = lock();
+  const std::string where = absl::StrCat(path_, ": dataset ", name);
+  Handle dapl(check_id(H5Pcreate(H5P_DATASET_ACCESS), where));
+  check(H5Pset_chunk_cache(dapl.get(), 521, size_t{16} << 20, 1.0), where);
+  Handle dataset(check_id(H5Dopen2(file_.get(), name.c_str(), dapl.get()), where));
+  Handle dcpl(check_id(H5Dget_create_plist(dataset.get()), where));
+  H5D_layout_t layout = H5Pget_layout(dcpl.get());
+  if (layout != H5D_CONTIGUOUS && layout != H5D_CHUNKED && layout != H5D_COMPACT) {
+    throw core::FormatError(absl::StrCat(where, " has a virtual or unknown layout; refused"));
+  }
+  int external = H5Pget_external_count(dcpl.get());
+  check(external, where);
+  if (external > 0) throw core::FormatError(absl::StrCat(where, " keeps its data in external files; refused"));
+  int filters = H5Pget_nfilters(dcpl.get());
+  check(filters, where);
+  for (int i = 0; i < filters; ++i) {
+    unsigned flags = 0;
+    size_t n_values = 0;
+    char filter_name[64] = {0};
+    unsigned config = 0;
+    H5Z_filter_t filter = H5Pget_filter2(dcpl.get(), static_cast<unsigned>(i), &flags, &n_values, nullptr,
+                                         sizeof(filter_name), filter_name, &config);
+    check(filter, where);
+    if (filter != H5Z_FILTER_DEFLATE && filter != H5Z_FILTER_SHUFFLE && filter != H5Z_FILTER_FLETCHER32) {
+      throw core::FormatError(absl::StrCat(where, " uses filter ", filter, " (\"", filter_name,
+                                           "\"); only shuffle, deflate and fletcher32 are read (no plugins)"));
+    }
+  }
+  return dataset;
+}
+
+std::vector<hsize_t> ReadFile::shape(hid_t dataset, const std::string& name) const {
+  auto guard = lock();
+  const std::string where = absl::StrCat(path_, ": dataset ", name);
+  Handle space(check_id(H5Dget_space(dataset), where));
+  int rank = H5Sget_simple_extent_ndims(space.get());
+  check(rank, where);
+  if (rank > 4) throw core::FormatError(absl::StrCat(where, " has rank ", rank));
+  std::vector<hsize_t> dims(rank);
+  check(H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr), where);
+  return dims;
+}
+
+void ReadFile::expect_integer(hid_t dataset, const std::string& name) const {
+  auto guard = lock();
+  const std::string where = absl::StrCat(path_, ": dataset ", name);
+  Handle type(check_id(H5Dget_type(dataset), where));
+  if (H5Tget_class(type.get()) != H5T_INTEGER || H5Tget_size(type.get()) > 8) {
+    throw core::FormatError(absl::StrCat(where, " is not of an integer type"));
+  }
+}
+
+void ReadFile::read_1d(hid_t dataset, const std::string& name, hid_t memory_type, hsize_t start, hsize_t count,
+                       void* out) const {
+  if (count == 0) return;
+  auto guard = lock();
+  const std::string where = absl::StrCat(path_, ": dataset ", name, " elements [", start, ", ", start + count, ")");
+  Handle space(check_id(H5Dget_space(dataset), where));
+  check(H5Sselect_hyperslab(space.get(), H5S_SELECT_SET, &start, nullptr, &count, nullptr), where);
+  Handle memory(check_id(H5Screate_simple(1, &count, nullptr), where));
+  check(H5Dread(dataset, memory_type, memory.get(), space.get(), H5P_DEFAULT, out),
+        absl::StrCat(where, " (a chunk there failed to read: corrupt data or a checksum mismatch)"));
+}
+
+void ReadFile::read_rows(hid_t dataset, const std::string& name, hid_t memory_type, hsize_t row, hsize_t rows,
+                         hsize_t width, void* out) const {
+  if (rows == 0) return;
+  auto guard = lock();
+  const std::string where = absl::StrCat(path_, ": dataset ", name, " rows [", row, ", ", row + rows, ")");
+  Handle space(check_id(H5Dget_space(dataset), where));
+  hsize_t start[2] = {row, 0};
+  hsize_t count[2] = {rows, width};
+  check(H5Sselect_hyperslab(space.get(), H5S_SELECT_SET, start, nullptr, count, nullptr), where);
+  Handle memory(check_id(H5Screate_simple(2, count, nullptr), where));
+  check(H5Dread(dataset, memory_type, memory.get(), space.get(), H5P_DEFAULT, out),
+        absl::StrCat(where, " (a chunk there failed to read: corrupt data or a checksum mismatch)"));
+}
+
+std::optional<std::string> ReadFile::string_attribute(const std::string& name) const {
+  auto guard = lock();
+  const std::string where = absl::StrCat(path_, ": attribute ", name);
+  htri_t exists = H5Aexists(file_.get(), name.c_str());
+  check(exists, where);
+  if (exists == 0) return std::nullopt;
+  Handle attribute(check_id(H5Aopen(file_.get(), name.c_str(), H5P_DEFAULT), where));
+  Handle type(check_id(H5Aget_type(attribute.get()), where));
+  if (H5Tget_class(type.get()) != H5T_STRING) throw core::FormatError(absl::StrCat(where, " is not a string"));
+  Handle space(check_id(H5Aget_space(attribute.get()), where));
+  if (H5Sget_simple_extent_npoints(space.get()) != 1) throw core::FormatError(absl::StrCat(where, " is not a scalar"));
+  htri_t variable = H5Tis_variable_str(type.get());
+  check(variable, where);
+  if (variable > 0) {
+    Handle memory(check_id(H5Tcopy(H5T_C_S1), where));
+    check(H5Tset_size(memory.get(), H5T_VARIABLE), where);
+    check(H5Tset_cset(memory.get(), H5Tget_cset(type.get())), where);
+    char* value = nullptr;
+    check(H5Aread(attribute.get(), memory.get(), &value), where);
+    std::string out = value != nullptr ? value : "";
+    H5free_memory(value);
+    return out;
+  }
+  size_t size = H5Tget_size(type.get());
+  if (size == 0 || size > (1 << 20)) throw core::FormatError(absl::StrCat(where, " has size ", size));
+  std::string out(size, '\0');
+  check(H5Aread(attribute.get(), type.get(), out.data()), where);
+  out.resize(out.find('\0') == std::string::npos ? size : out.find('\0'));
+  return out;
+}
+
+std::optional<int64_t> ReadFile::int_attribute(const std::string& name) const {
+  auto guard = lock();
+  const std::string where = absl::StrCat(path_, ": attribute ", name);
+  htri_t exists = H5Aexists(file_.get(), name.c_str());
+  check(exists, where);
+  if (exists == 0) return std::nullopt;
+  Handle attribute(check_id(H5Aopen(file_.get(), name.c_str(), H5P_DEFAULT), where));
+  Handle type(check_id(H5Aget_type(attribute.get()), where));
+  if (H5Tget_class(type.get()) != H5T_INTEGER) throw core::FormatError(absl::StrCat(where, " is not an integer"));
+  Handle space(check_id(H5Aget_space(attribute.get()), where));
+  if (H5Sget_simple_extent_npoints(space.get()) != 1) throw core::FormatError(absl::StrCat(where, " is not a scalar"));
+  int64_t value = 0;
+  check(H5Aread(attribute.get(), H5T_NATIVE_INT64, &value), where);
+  return value;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+namespace {
+
+Handle create_extendible(hid_t file, const std::string& path, const char* name, hid_t file_type, hsize_t chunk) {
+  const std::string where = absl::StrCat(path, ": creating ", name);
+  hsize_t initial = 0, maximum = H5S_UNLIMITED;
+  Handle space(check_id(H5Screate_simple(1, &initial, &maximum), where));
+  Handle dcpl(check_id(H5Pcreate(H5P_DATASET_CREATE), where));
+  check(H5Pset_chunk(dcpl.get(), 1, &chunk), where);
+  check(H5Pset_shuffle(dcpl.get()), where);
+  check(H5Pset_deflate(dcpl.get(), 4), where);
+  check(H5Pset_fletcher32(dcpl.get()), where);
+  return Handle(check_id(H5Dcreate2(file, name, file_type, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), where));
+}
+
+}  // namespace
+
+TokenFileWriter::TokenFileWriter(const std::string& path) : path_(path) {
+  auto guard = lock();
+  file_ = Handle(check_id(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), absl::StrCat("creating ", path)));
+  tokens_ = create_extendible(file_.get(), path_, "tokens", H5T_STD_I32LE, kTokenChunk);
+  mask_ = create_extendible(file_.get(), path_, "loss_mask", H5T_STD_U8LE, kTokenChunk);
+  offsets_ = create_extendible(file_.get(), path_, "doc_offsets", H5T_STD_I64LE, kOffsetChunk);
+  pending_offsets_.push_back(0);
+}
+
+TokenFileWriter::~TokenFileWriter() = default;
+
+void TokenFileWriter::append(const std::vector<int32_t>& ids, const std::vector<uint8_t>& mask) {
+  FH_CHECK(ids.size() == mask.size() && !closed_);
+  pending_ids_.insert(pending_ids_.end(), ids.begin(), ids.end());
+  pending_mask_.insert(pending_mask_.end(), mask.begin(), mask.end());
+  num_tokens_ += static_cast<int64_t>(ids.size());
+  ++num_docs_;
+  pending_offsets_.push_back(num_tokens_);
+  if (pending_ids_.size() >= 16 * kTokenChunk || pending_offsets_.size() >= 16 * kOffsetChunk) flush();
+}
+
+void TokenFileWriter::extend_and_write(hid_t dataset, const std::string& name, hid_t memory_type, hsize_t old_size,
+                                       hsize_t count, const void* data) {
+  if (count == 0) return;
+  const std::string where = absl::StrCat(path_, ": writing ", name);
+  hsize_t new_size = old_size + count;
+  check(H5Dset_extent(dataset, &new_size), where);
+  Handle space(check_id(H5Dget_space(dataset), where));
+  check(H5Sselect_hyperslab(space.get(), H5S_SELECT_SET, &old_size, nullptr, &count, nullptr), where);
+  Handle memory(check_id(H5Screate_simple(1, &count, nullptr), where));
+  check(H5Dwrite(dataset, memory_type, memory.get(), space.get(), H5P_DEFAULT, data), where);
+}
+
+void TokenFileWriter::flush() {
+  auto guard = lock();
+  extend_and_write(tokens_.get(), "/tokens", H5T_NATIVE_INT32, written_tokens_, pending_ids_.size(), pending_ids_.data());
+  extend_and_write(mask_.get(), "/loss_mask", H5T_NATIVE_UINT8, written_tokens_, pending_mask_.size(), pending_mask_.data());
+  written_tokens_ += pending_ids_.size();
+  extend_and_write(offsets_.get(), "/doc_offsets", H5T_NATIVE_INT64, written_offsets_, pending_offsets_.size(),
+                   pending_offsets_.data());
+  written_offsets_ += pending_offsets_.size();
+  pending_ids_.clear();
+  pending_mask_.clear();
+  pending_offsets_.clear();
+}
+
+void TokenFileWriter::set_string_attribute(const std::string& name, const std::string& value) {
+  auto guard = lock();
+  const std::string where = absl::StrCat(path_, ": attribute ", name);
+  Handle type(check_id(H5Tcopy(H5T_C_S1), where));
+  check(H5Tset_size(type.get(), H5T_VARIABLE), where);
+  check(H5Tset_cset(type.get(), H5T_CSET_UTF8), where);
+  Handle space(check_id(H5Screate(H5S_SCALAR), where));
+  Handle attribute(check_id(H5Acreate2(file_.get(), name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), where));
+  const char* pointer = value.c_str();
+  check(H5Awrite(attribute.get(), type.get(), &pointer), where);
+}
+
+void TokenFileWriter::set_int_attribute(const std::string& name, int64_t value) {
+  auto guard = lock();
+  const std::string where = absl::StrCat(path_, ": attribute ", name);
+  Handle space(check_id(H5Screate(H5S_SCALAR), where));
+  Handle attribute(
+      check_id(H5Acreate2(file_.get(), name.c_str(), H5T_STD_I64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT), where));
+  check(H5Awrite(attribute.get(), H5T_NATIVE_INT64, &value), where);
+}
+
+void TokenFileWriter::close() {
+  if (closed_) return;
+  flush();
+  auto guard = lock();
+  tokens_.reset();
+  mask_.reset();
+  offsets_.reset();
+  check(H5Fflush(file_.get(), H5F_SCOPE_GLOBAL), absl::StrCat(path_, ": flushing"));
+  hid_t file = file_.release();
+  check(H5Fclose(file), absl::StrCat(path_, ": closing"));
+  closed_ = true;
+}
+
+}  // namespace freehold::data::hdf5
