@@ -13,6 +13,8 @@ struct Command {
   int (*run)(const std::vector<std::string>& args);
 };
 
+int run_train(const std::vector<std::string>& args);
+int run_validate(const std::vector<std::string>& args);
 int run_score(const std::vector<std::string>& args);
 int run_inspect(const std::vector<std::string>& args);
 int run_tokenize(const std::vector<std::string>& args);

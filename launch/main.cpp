@@ -18,6 +18,8 @@ namespace freehold::launch {
 
 const std::vector<Command>& all_commands() {
   static const std::vector<Command> commands = {
+      {"train", "fine-tune a model with LoRA from a run config (CONFIG.yaml [KEY=VALUE ...])", run_train},
+      {"validate", "check a run config and its inputs and print the plan; train nothing", run_validate},
       {"score", "log-probabilities (and logits) of token sequences under a model", run_score},
       {"inspect", "describe a safetensors file or a model directory", run_inspect},
       {"tokenize", "token ids of text lines with a tokenizer.json (or --decode ids back to text)", run_tokenize},

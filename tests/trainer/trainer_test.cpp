@@ -1,0 +1,245 @@
+// The whole loop on a tiny random Llama: it overfits one batch; k steps + resume + k steps equal 2k steps bit for
+// bit (adapter, optimizer state, loss lines; dropout on, so the RNG streams are restored too); checkpoints keep the
+// newest keep_last, and corrupt, uncommitted, temporary and adapter-only checkpoints are handled as RELIABILITY.md
+// C1–C3, C10, C12, C15, C16 ask.
+#include "trainer/trainer.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/randint.h>
+#include <ATen/ops/zeros.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+#include "core/file.h"
+#include "io/safetensors.h"
+#include "tests/model/tiny_checkpoint.h"
+#include "trainer/checkpoint.h"
+#include "trainer/token_batches.h"
+
+namespace freehold::trainer {
+namespace {
+namespace fs = std::filesystem;
+
+struct Fixture {
+  std::string root;
+  std::string model_dir;
+  std::string batches;
+};
+
+// The random head (std 0.05) bounds the logits of a 16-wide model to about ±1, too flat to ever fit a batch; a
+// larger head lets the adapters move the logits far enough for the overfit test.
+Fixture make_fixture(const std::string& tag, int64_t rows, double head_scale = 1.0) {
+  Fixture f;
+  f.root = model::testing::make_temp_dir(tag);
+  f.model_dir = f.root + "/model";
+  fs::create_directories(f.model_dir);
+  model::testing::write_checkpoint(f.model_dir, model::testing::llama_config_json(32, 16, 32, 2, 4, 2, "float32"),
+                                   at::kFloat, 7, [&](const std::string& name, at::Tensor t) -> at::Tensor {
+                                     return name == "lm_head.weight" ? t * head_scale : t;
+                                   });
+  at::Generator g = at::detail::createCPUGenerator(11);
+  at::Tensor ids = at::randint(0, 32, {rows, 12}, g, at::TensorOptions().dtype(at::kLong));
+  at::Tensor labels = ids.clone();
+  labels.narrow(1, 0, 3).fill_(-100);  // a prompt that is not trained on
+  f.batches = f.root + "/train" + std::string(kTestingBatchesSuffix);
+  io::save_safetensors(f.batches, {{"input_ids", ids}, {"labels", labels}});
+  return f;
+}
+
+TrainerConfig make_config(const Fixture& f, const std::string& run) {
+  TrainerConfig c;
+  c.model.path = f.model_dir;
+  c.adapter.r = 4;
+  c.adapter.alpha = 8;
+  c.adapter.dropout = 0.1;
+  c.adapter.target_modules = {"q_proj", "v_proj", "down_proj"};
+  c.data.train = {{f.batches, 1.0}};
+  c.train.micro_batch_size = 2;
+  c.train.grad_accum_steps = 2;
+  c.train.max_steps = 6;
+  c.train.lr = 1e-2;
+  c.train.warmup_steps = 1;
+  c.train.weight_decay = 0.01;
+  c.train.loraplus_lr_ratio = 4;
+  c.train.precision = core::DType::kF32;
+  c.output.dir = f.root + "/" + run;
+  c.output.save_every = 1;
+  c.output.keep_last = 0;
+  c.output.tensorboard = false;
+  c.resolved_config_yaml = "test: true\n";
+  return c;
+}
+
+std::vector<double> losses(const std::string& run_dir) {
+  std::vector<double> out;
+  std::ifstream in(run_dir + "/metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (j.contains("loss")) out.push_back(j["loss"].get<double>());
+  }
+  return out;
+}
+
+void expect_same_tensors(const std::string& a, const std::string& b) {
+  auto fa = io::SafetensorsFile::open(a), fb = io::SafetensorsFile::open(b);
+  ASSERT_EQ(fa->names(), fb->names());
+  for (const std::string& n : fa->names()) EXPECT_TRUE(fa->tensor(n).equal(fb->tensor(n))) << a << ": " << n;
+}
+
+TEST(TrainerTest, OverfitsOneBatch) {
+  Fixture f = make_fixture("trainer_overfit", 2, 20.0);
+  TrainerConfig c = make_config(f, "run");
+  c.adapter.dropout = 0;
+  c.adapter.r = 8;
+  c.adapter.target_modules = {"all-linear"};
+  c.train.grad_accum_steps = 1;
+  c.train.max_steps = 80;
+  c.train.lr = 2e-2;
+  c.train.weight_decay = 0;
+  c.train.lr_schedule = LrSchedule::kConstant;
+  c.train.warmup_steps = 0;
+  c.output.save_every = 0;
+  Trainer t(c);
+  t.setup();
+  EXPECT_EQ(t.train(), TrainOutcome::kCompleted);
+  t.finish();
+  std::vector<double> l = losses(c.output.dir);
+  ASSERT_EQ(l.size(), 80u);
+  EXPECT_GT(l.front(), 2.0);
+  EXPECT_LT(l.back(), 0.1) << "first " << l.front();
+  EXPECT_TRUE(fs::exists(c.output.dir + "/adapter/adapter_model.safetensors"));
+  EXPECT_TRUE(fs::exists(c.output.dir + "/config.yaml"));
+}
+
+TEST(TrainerTest, ResumeIsBitExact) {
+  Fixture f = make_fixture("trainer_resume", 12);
+  TrainerConfig whole = make_config(f, "whole");
+  {
+    Trainer t(whole);
+    t.setup();
+    t.train();
+    t.finish();
+  }
+  // The interrupted run: its step-3 checkpoint (as a kill after step 3 leaves it) and a later uncommitted one.
+  TrainerConfig part = make_config(f, "part");
+  fs::create_directories(part.output.dir + "/checkpoints");
+  fs::copy(whole.output.dir + "/checkpoints/step-000003", part.output.dir + "/checkpoints/step-000003",
+           fs::copy_options::recursive);
+  fs::copy(whole.output.dir + "/checkpoints/step-000004", part.output.dir + "/checkpoints/step-000004",
+           fs::copy_options::recursive);
+  fs::remove(part.output.dir + "/checkpoints/step-000004/manifest.json");  // killed before the commit (C2)
+  {
+    std::ofstream m(part.output.dir + "/metrics.jsonl");
+    std::ifstream in(whole.output.dir + "/metrics.jsonl");
+    std::string line;
+    for (int i = 0; i < 4 && std::getline(in, line); ++i) m << line << "\n";  // step 4's line too: dropped on resume
+  }
+  Trainer resumed(part);
+  resumed.setup();
+  EXPECT_EQ(resumed.step(), 3);
+  EXPECT_FALSE(fs::exists(part.output.dir + "/checkpoints/step-000004/adapter_model.safetensors"));
+  resumed.train();
+  resumed.finish();
+  EXPECT_EQ(losses(whole.output.dir), losses(part.output.dir));
+  EXPECT_EQ(losses(part.output.dir).size(), 6u);
+  expect_same_tensors(whole.output.dir + "/adapter/adapter_model.safetensors",
+                      part.output.dir + "/adapter/adapter_model.safetensors");
+  expect_same_tensors(whole.output.dir + "/checkpoints/step-000006/optimizer.safetensors",
+                      part.output.dir + "/checkpoints/step-000006/optimizer.safetensors");
+}
+
+TEST(TrainerTest, CheckpointRetentionAndRecovery) {
+  Fixture f = make_fixture("trainer_ckpt", 8);
+  TrainerConfig c = make_config(f, "run");
+  c.train.max_steps = 5;
+  c.output.keep_last = 2;
+  {
+    Trainer t(c);
+    t.setup();
+    t.train();
+  }
+  const std::string ck = c.output.dir + "/checkpoints";
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(ck)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"LATEST", "step-000004", "step-000005"}));
+  EXPECT_EQ(core::read_file(ck + "/LATEST"), "step-000005\n");
+
+  // A bit flip in the newest (C10), a stale temporary directory (C16), garbage in LATEST (C3).
+  {
+    std::fstream opt(ck + "/step-000005/optimizer.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    opt.seekp(200);
+    opt.put('\x5a');
+  }
+  fs::create_directories(ck + "/.tmp-step-000006.999");
+  core::write_file_atomic(ck + "/LATEST", "\x01garbage");
+  EXPECT_EQ(find_latest_checkpoint(ck), ck + "/step-000004");
+  EXPECT_FALSE(fs::exists(ck + "/step-000005"));
+  EXPECT_FALSE(fs::exists(ck + "/.tmp-step-000006.999"));
+
+  // A manifest that is not JSON: skipped like an uncommitted one.
+  core::write_file_atomic(ck + "/step-000004/manifest.json", "{not json");
+  EXPECT_EQ(find_latest_checkpoint(ck), std::nullopt);
+}
+
+TEST(TrainerTest, RefusesCheckpointsThatDoNotFit) {
+  Fixture f = make_fixture("trainer_refuse", 8);
+  TrainerConfig c = make_config(f, "run");
+  c.train.max_steps = 2;
+  {
+    Trainer t(c);
+    t.setup();
+    t.train();
+  }
+  // Another rank: refused, naming the difference (C12).
+  TrainerConfig other = c;
+  other.adapter.r = 8;
+  try {
+    Trainer t(other);
+    t.setup();
+    FAIL() << "resumed a rank-4 checkpoint with r 8";
+  } catch (const core::UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("adapter r: checkpoint 4, config 8"), std::string::npos) << e.what();
+  }
+  // Adapter-only checkpoint: optimizer.safetensors not in the manifest (C15).
+  const std::string ck = c.output.dir + "/checkpoints/step-000002";
+  auto manifest = nlohmann::json::parse(core::read_file(ck + "/manifest.json"));
+  manifest["files"].erase("optimizer.safetensors");
+  core::write_file_atomic(ck + "/manifest.json", manifest.dump());
+  fs::remove(ck + "/optimizer.safetensors");
+  EXPECT_EQ(check_checkpoint(ck), "");
+  EXPECT_NE(missing_for_resume(ck), "");
+  TrainerConfig by_path = c;
+  by_path.resume = ResumeMode::kPath;
+  by_path.resume_path = ck;
+  Trainer t(by_path);
+  EXPECT_THROW(t.setup(), core::UsageError);
+  // A listed file that is missing: corrupt, not resumable.
+  TrainerConfig missing = c;
+  missing.resume = ResumeMode::kPath;
+  missing.resume_path = c.output.dir + "/checkpoints/step-000001";
+  fs::remove(missing.resume_path + "/optimizer.safetensors");
+  EXPECT_NE(check_checkpoint(missing.resume_path), "");
+  Trainer t2(missing);
+  EXPECT_THROW(t2.setup(), core::UsageError);
+}
+
+TEST(TrainerTest, NewerCheckpointFormatIsRefusedWithItsVersion) {
+  Fixture f = make_fixture("trainer_version", 8);
+  const std::string dir = f.root + "/checkpoints/step-000001";
+  fs::create_directories(dir);
+  core::write_file_atomic(dir + "/manifest.json", R"({"format":"freehold.checkpoint","version":99,"step":1,"files":{}})");
+  try {
+    check_checkpoint(dir);
+    FAIL();
+  } catch (const core::FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("version 99"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace freehold::trainer

@@ -1,0 +1,575 @@
+// The training loop; see trainer.h. Sections: set-up, the loop, one optimizer step, evaluation, checkpoints,
+// resume, logging.
+#include "trainer/trainer.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
+#include <ATen/TensorOperators.h>
+#include <ATen/core/grad_mode.h>
+#include <ATen/ops/empty.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <cmath>
+#include <csignal>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "core/error.h"
+#include "core/file.h"
+#include "core/log.h"
+#include "io/peft_adapter.h"
+#include "io/safetensors.h"
+#include "trainer/checkpoint.h"
+#include "trainer/grad_clip.h"
+#include "trainer/loss.h"
+#include "core/sha256.h"
+#include "trainer/token_batches.h"
+
+namespace freehold::trainer {
+namespace fs = std::filesystem;
+using json = nlohmann::ordered_json;
+
+// ─── signals: the handler only sets a flag ───────────────────────────────────────────────────────────────────────
+namespace {
+volatile std::sig_atomic_t g_stop_signal = 0;
+extern "C" void on_stop_signal(int signal) { g_stop_signal = signal; }
+struct sigaction g_old_usr1, g_old_term;
+bool g_handlers_installed = false;
+
+void install_stop_handlers() {
+  if (g_handlers_installed) return;
+  struct sigaction action;
+  std::memset(&action, 0, sizeof(action));
+  action.sa_handler = on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGUSR1, &action, &g_old_usr1);
+  sigaction(SIGTERM, &action, &g_old_term);
+  g_handlers_installed = true;
+}
+void restore_stop_handlers() {
+  if (!g_handlers_installed) return;
+  sigaction(SIGUSR1, &g_old_usr1, nullptr);
+  sigaction(SIGTERM, &g_old_term, nullptr);
+  g_handlers_installed = false;
+}
+
+std::string to_hex(const at::Tensor& bytes) {
+  at::Tensor b = bytes.contiguous();
+  const uint8_t* p = b.data_ptr<uint8_t>();
+  static const char* kHex = "0123456789abcdef";
+  std::string out;
+  out.reserve(2 * b.numel());
+  for (int64_t i = 0; i < b.numel(); ++i) {
+    out.push_back(kHex[p[i] >> 4]);
+    out.push_back(kHex[p[i] & 15]);
+  }
+  return out;
+}
+at::Tensor from_hex(const std::string& hex, const std::string& what) {
+  if (hex.size() % 2 != 0) throw core::FormatError(absl::StrCat(what, ": odd-length hex"));
+  at::Tensor out = at::empty({static_cast<int64_t>(hex.size() / 2)}, at::kByte);
+  uint8_t* p = out.data_ptr<uint8_t>();
+  auto nibble = [&](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    throw core::FormatError(absl::StrCat(what, ": not hex"));
+  };
+  for (size_t i = 0; i < hex.size() / 2; ++i) p[i] = static_cast<uint8_t>(nibble(hex[2 * i]) << 4 | nibble(hex[2 * i + 1]));
+  return out;
+}
+
+double peak_rss_gib() {
+  struct rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / (1024.0 * 1024.0);  // ru_maxrss is KiB on Linux
+}
+
+std::string duration_text(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  const int64_t s = static_cast<int64_t>(seconds);
+  if (s >= 3600) return absl::StrFormat("%dh%02dm", s / 3600, (s % 3600) / 60);
+  if (s >= 60) return absl::StrFormat("%dm%02ds", s / 60, s % 60);
+  return absl::StrFormat("%ds", s);
+}
+
+std::string selector_text(const io::ModuleSelector& s) {
+  switch (s.kind) {
+    case io::ModuleSelector::Kind::kNone: return "null";
+    case io::ModuleSelector::Kind::kRegex: return absl::StrCat("\"", s.regex, "\"");
+    case io::ModuleSelector::Kind::kNames: {
+      std::vector<std::string> names = s.names;
+      std::sort(names.begin(), names.end());
+      return absl::StrCat("[", absl::StrJoin(names, ", "), "]");
+    }
+  }
+  return "?";
+}
+
+// Structural differences between the adapter a checkpoint holds and the one this config builds (C12).
+std::vector<std::string> adapter_differences(const io::PeftAdapterConfig& saved, const io::PeftAdapterConfig& now) {
+  std::vector<std::string> d;
+  auto diff = [&](const char* key, const std::string& a, const std::string& b) {
+    if (a != b) d.push_back(absl::StrCat(key, ": checkpoint ", a, ", config ", b));
+  };
+  diff("r", absl::StrCat(saved.r), absl::StrCat(now.r));
+  diff("lora_alpha", absl::StrCat(saved.lora_alpha), absl::StrCat(now.lora_alpha));
+  diff("target_modules", selector_text(saved.target_modules), selector_text(now.target_modules));
+  diff("exclude_modules", selector_text(saved.exclude_modules), selector_text(now.exclude_modules));
+  diff("use_rslora", saved.use_rslora ? "true" : "false", now.use_rslora ? "true" : "false");
+  diff("use_dora", saved.use_dora ? "true" : "false", now.use_dora ? "true" : "false");
+  auto pairs = [](const auto& v) {
+    std::string out;
+    for (const auto& [k, x] : v) absl::StrAppend(&out, out.empty() ? "" : ", ", k, ": ", x);
+    return absl::StrCat("{", out, "}");
+  };
+  diff("rank_pattern", pairs(saved.rank_pattern), pairs(now.rank_pattern));
+  diff("alpha_pattern", pairs(saved.alpha_pattern), pairs(now.alpha_pattern));
+  diff("layers_to_transform", absl::StrCat("[", absl::StrJoin(saved.layers_to_transform, ", "), "]"),
+       absl::StrCat("[", absl::StrJoin(now.layers_to_transform, ", "), "]"));
+  return d;
+}
+
+}  // namespace
+
+bool stop_requested() { return g_stop_signal != 0; }
+
+std::unique_ptr<data::BatchSource> open_batch_source(const std::vector<data::DataSource>& sources,
+                                                     const data::DataOptions& /*options*/, int64_t micro_batch_size,
+                                                     int64_t vocab_size) {
+  if (sources.size() == 1 && is_testing_batches_path(sources[0].path)) {
+    return std::make_unique<TokenBatchSource>(sources[0].path, micro_batch_size, vocab_size);
+  }
+  std::vector<std::string> paths;
+  for (const auto& s : sources) paths.push_back(s.path);
+  throw core::UsageError(absl::StrCat(
+      "data: cannot read [", absl::StrJoin(paths, ", "),
+      "]: this build's trainer reads only one testing batch file (*", std::string(kTestingBatchesSuffix),
+      ", see trainer/token_batches.h); the HDF5/JSONL loaders are data/'s and are not wired in yet"));
+}
+
+// ─── set-up ──────────────────────────────────────────────────────────────────────────────────────────────────────
+
+Trainer::Trainer(TrainerConfig config) : config_(std::move(config)) {}
+
+Trainer::~Trainer() { restore_stop_handlers(); }
+
+void Trainer::setup() {
+  const TrainOptions& t = config_.train;
+  const OutputOptions& o = config_.output;
+  if (o.export_kind == ExportKind::kMerged || o.export_kind == ExportKind::kBoth) {
+    throw core::UsageError(absl::StrCat("output.export: ", std::string(export_kind_name(o.export_kind)),
+                                        " is not available in `freehold train` yet; use output.export: adapter and "
+                                        "merge the final runs/NAME/adapter with `freehold export`"));
+  }
+  if (config_.model.activation_checkpointing) {
+    core::log_warning("model.activation_checkpointing: not implemented yet; training without it");
+  }
+  checkpoints_dir_ = (fs::path(o.dir) / "checkpoints").string();
+  fs::create_directories(o.dir);
+  core::write_file_atomic((fs::path(o.dir) / "config.yaml").string(), config_.resolved_config_yaml);
+
+  // A fresh run's randomness (adapter init, dropout) starts from the seed; a resumed run restores the streams.
+  at::manual_seed(t.seed);
+
+  // Base: frozen, in the compute dtype (bf16 or fp32); the adapters stay fp32 either way.
+  model::LoadOptions load;
+  load.dtype = t.precision;
+  model_ = model::Transformer::load(config_.model.path, load);
+  base_config_sha256_ = core::sha256_file_hex((fs::path(config_.model.path) / "config.json").string());
+  adapters_ = adapters::AdapterSet::create(*model_, config_.adapter, t.seed);
+  adapters_->set_training(true);
+
+  AdamWOptions adamw;
+  adamw.beta1 = t.betas[0];
+  adamw.beta2 = t.betas[1];
+  adamw.eps = t.eps;
+  adamw.weight_decay = t.weight_decay;
+  adamw.loraplus_lr_ratio = t.loraplus_lr_ratio;
+  optimizer_.emplace(adapters_->parameters(), adamw);
+
+  const int64_t vocab = model_->config().vocab_size;
+  train_source_ = open_batch_source(config_.data.train, config_.data, t.micro_batch_size, vocab);
+  if (!config_.data.eval.empty()) {
+    eval_source_ = open_batch_source(config_.data.eval, config_.data, t.micro_batch_size, vocab);
+  }
+  if (t.max_steps) {
+    total_steps_ = *t.max_steps;
+  } else {
+    const int64_t per_epoch = train_source_->batches_per_epoch() / t.grad_accum_steps;
+    if (per_epoch == 0) {
+      throw core::UsageError(absl::StrCat("train.grad_accum_steps is ", t.grad_accum_steps, " but an epoch has only ",
+                                          train_source_->batches_per_epoch(), " micro-batches"));
+    }
+    total_steps_ = *t.epochs * per_epoch;
+  }
+  schedule_ = {t.lr_schedule, t.warmup_steps, total_steps_, t.min_lr_ratio};
+
+  std::optional<std::string> checkpoint;
+  if (config_.resume == ResumeMode::kAuto) {
+    checkpoint = find_latest_checkpoint(checkpoints_dir_);
+  } else if (config_.resume == ResumeMode::kPath) {
+    std::string problem = check_checkpoint(config_.resume_path);
+    if (!problem.empty()) {
+      throw core::UsageError(absl::StrCat("resume: ", config_.resume_path, " is not a committed checkpoint: ", problem));
+    }
+    checkpoint = config_.resume_path;
+  }
+  if (checkpoint) {
+    resume_from(*checkpoint);
+  } else {
+    // A run that starts over does not keep the metrics of an earlier one.
+    std::error_code ec;
+    fs::remove(fs::path(o.dir) / "metrics.jsonl", ec);
+  }
+  if (o.tensorboard) core::log_info("output.tensorboard: event files are not written yet; metrics.jsonl has every value");
+  install_stop_handlers();
+}
+
+// ─── the loop ────────────────────────────────────────────────────────────────────────────────────────────────────
+
+TrainOutcome Trainer::train() {
+  const TrainOptions& t = config_.train;
+  const OutputOptions& o = config_.output;
+  start_ = std::chrono::steady_clock::now();
+  start_step_ = step_;
+  core::log_info("training steps ", step_ + 1, " to ", total_steps_, " (", t.grad_accum_steps, " micro-batches of ",
+                 t.micro_batch_size, " sequences per step)");
+  while (step_ < total_steps_) {
+    StepResult r = train_step();
+    ++step_;
+    tokens_seen_ += r.tokens;
+    if (r.applied) {
+      consecutive_nonfinite_ = 0;
+    } else {
+      ++skipped_steps_;
+      ++consecutive_nonfinite_;
+      core::log_warning("step ", step_, ": non-finite ", std::isfinite(r.loss) ? "gradient" : "loss",
+                        " (loss ", r.loss, ", grad norm ", r.grad_norm, "); update skipped (", skipped_steps_,
+                        " skipped so far)");
+    }
+    if (o.log_every > 0 && (step_ % o.log_every == 0 || step_ == total_steps_ || !r.applied)) log_step(r);
+    if (!r.applied && t.nonfinite == NonfinitePolicy::kAbort) {
+      throw core::Error(absl::StrCat("step ", step_, ": non-finite loss or gradient and train.nonfinite is abort; the "
+                                     "newest committed checkpoint under ", checkpoints_dir_, " is intact"));
+    }
+    if (consecutive_nonfinite_ >= t.max_consecutive_nonfinite) {
+      throw core::Error(absl::StrCat(consecutive_nonfinite_, " consecutive non-finite steps (train.max_consecutive_"
+                                     "nonfinite is ", t.max_consecutive_nonfinite, "); stopping. Nothing non-finite "
+                                     "was applied; the newest committed checkpoint under ", checkpoints_dir_,
+                                     " is intact. Lower train.lr or check the data"));
+    }
+    if (t.eval_every > 0 && step_ % t.eval_every == 0) evaluate();
+    if (o.save_every > 0 && step_ % o.save_every == 0) save();
+    // Collective in the multi-rank issue (every rank stops at the same step); world size 1: the local flag.
+    if (stop_requested()) {
+      core::log_warning("signal ", static_cast<int>(g_stop_signal), ": checkpointing at step ", step_, " and exiting");
+      if (last_saved_step_ != step_) save();
+      return TrainOutcome::kStopped;
+    }
+  }
+  if (last_saved_step_ != step_) save();
+  return TrainOutcome::kCompleted;
+}
+
+data::Batch Trainer::next_batch() {
+  std::optional<data::Batch> batch = train_source_->next();
+  if (!batch) batch = train_source_->next();  // the epoch ended: the next call starts the next one
+  if (!batch) throw core::DataError("data.train: the training data yields no micro-batch");
+  return std::move(*batch);
+}
+
+// ─── one optimizer step ──────────────────────────────────────────────────────────────────────────────────────────
+
+Trainer::StepResult Trainer::train_step() {
+  const TrainOptions& t = config_.train;
+  StepResult r;
+  const double factor = lr_factor(schedule_, step_);
+  r.lr = t.lr * factor;
+
+  std::vector<data::Batch> micro;
+  for (int64_t i = 0; i < t.grad_accum_steps; ++i) micro.push_back(next_batch());
+  for (const data::Batch& b : micro) {
+    r.targets += b.num_target_tokens;
+    r.tokens += b.input_ids.numel();
+  }
+  // Collective in the multi-rank issue: the step's target count is summed over ranks (the loss denominator).
+  const int64_t step_targets = r.targets;
+
+  double loss_sum = 0;
+  for (const data::Batch& b : micro) {
+    if (b.num_target_tokens == 0) continue;  // contributes exactly 0 (R7)
+    at::Tensor logits = model_->forward({b.input_ids, b.position_ids, b.segment_ids});  // (B, T, V)
+    at::Tensor loss = micro_batch_loss(logits, b.labels, step_targets);
+    loss.backward();
+    loss_sum += loss.item<double>();
+  }
+  r.loss = loss_sum;
+  r.grad_norm = clip_grad_norm(optimizer_->params(), t.max_grad_norm);
+  // Collective in the multi-rank issue: every rank must agree that the step is finite (N1, N2).
+  r.applied = std::isfinite(r.loss) && std::isfinite(r.grad_norm);
+  if (r.applied) optimizer_->step(t.lr, factor);
+  optimizer_->zero_grad();
+  return r;
+}
+
+// ─── evaluation ──────────────────────────────────────────────────────────────────────────────────────────────────
+
+void Trainer::evaluate() {
+  if (!eval_source_) return;
+  at::NoGradGuard no_grad;
+  adapters_->set_training(false);
+  eval_source_->seek({});
+  double nll = 0;
+  int64_t targets = 0, batches = 0;
+  for (; batches < config_.train.eval_batches; ++batches) {
+    std::optional<data::Batch> b = eval_source_->next();
+    if (!b) break;
+    if (b->num_target_tokens == 0) continue;
+    at::Tensor logits = model_->forward({b->input_ids, b->position_ids, b->segment_ids});
+    nll += sum_cross_entropy(logits, b->labels).item<double>();
+    targets += b->num_target_tokens;
+  }
+  adapters_->set_training(true);
+  const double loss = targets > 0 ? nll / static_cast<double>(targets) : 0.0;
+  core::log_info(absl::StrFormat("eval step %d | loss %.4f | ppl %.3f | %d batches, %d tokens", step_, loss,
+                                 std::exp(loss), batches, targets));
+  json record;
+  record["step"] = step_;
+  record["eval_loss"] = loss;
+  record["eval_ppl"] = std::exp(loss);
+  record["eval_tokens"] = targets;
+  append_metrics(record);
+}
+
+// ─── checkpoints ─────────────────────────────────────────────────────────────────────────────────────────────────
+
+json Trainer::hyperparameters() const {
+  const TrainOptions& t = config_.train;
+  json h;
+  h["seed"] = t.seed;
+  h["micro_batch_size"] = t.micro_batch_size;
+  h["grad_accum_steps"] = t.grad_accum_steps;
+  h["total_steps"] = total_steps_;
+  h["lr"] = t.lr;
+  h["betas"] = {t.betas[0], t.betas[1]};
+  h["eps"] = t.eps;
+  h["weight_decay"] = t.weight_decay;
+  h["loraplus_lr_ratio"] = t.loraplus_lr_ratio ? json(*t.loraplus_lr_ratio) : json(nullptr);
+  h["lr_schedule"] = std::string(lr_schedule_name(t.lr_schedule));
+  h["warmup_steps"] = t.warmup_steps;
+  h["min_lr_ratio"] = t.min_lr_ratio;
+  h["max_grad_norm"] = t.max_grad_norm;
+  h["precision"] = std::string(core::dtype_name(t.precision));
+  h["dropout"] = config_.adapter.dropout;
+  std::vector<std::string> train_paths;
+  for (const auto& s : config_.data.train) train_paths.push_back(s.path);
+  h["data.train"] = train_paths;
+  h["seq_len"] = config_.data.seq_len;
+  return h;
+}
+
+json Trainer::trainer_state() const {
+  json s;
+  s["format"] = "freehold.trainer_state";
+  s["version"] = kCheckpointFormatVersion;
+  s["step"] = step_;
+  s["total_steps"] = total_steps_;
+  s["tokens_seen"] = tokens_seen_;
+  s["skipped_steps"] = skipped_steps_;
+  s["consecutive_nonfinite"] = consecutive_nonfinite_;
+  const data::DataPosition pos = train_source_->position();
+  s["data_position"] = {{"epoch", pos.epoch}, {"sample_index", pos.sample_index}};
+  json rng;
+  rng["cpu"] = to_hex(at::detail::getDefaultCPUGenerator().get_state());
+  s["rng"] = rng;
+  s["world_size"] = 1;
+  s["config_sha256"] = core::sha256_hex(config_.resolved_config_yaml);
+  s["base_model"] = {{"path", config_.model.path}, {"config_sha256", base_config_sha256_},
+                     {"num_parameters", model_->num_parameters()}};
+  s["hyperparameters"] = hyperparameters();
+  const double elapsed =
+      elapsed_before_s_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  s["elapsed_s"] = elapsed;
+  return s;
+}
+
+void Trainer::save() {
+  const json state = trainer_state();
+  const std::string dir = commit_checkpoint(
+      checkpoints_dir_, step_,
+      [&](const std::string& tmp) {
+        adapters_->save(tmp);
+        optimizer_->save((fs::path(tmp) / kOptimizerFile).string());
+        core::write_file_atomic((fs::path(tmp) / kTrainerStateFile).string(), state.dump(2) + "\n");
+      },
+      config_.output.keep_last);
+  last_saved_step_ = step_;
+  core::log_info("checkpoint ", dir, " committed");
+}
+
+// ─── resume ──────────────────────────────────────────────────────────────────────────────────────────────────────
+
+void Trainer::resume_from(const std::string& dir) {
+  if (std::string missing = missing_for_resume(dir); !missing.empty()) throw core::UsageError(missing);
+  const std::string state_path = (fs::path(dir) / kTrainerStateFile).string();
+  nlohmann::json s;
+  try {
+    s = nlohmann::json::parse(core::read_file(state_path, 64 << 20));
+    if (s.at("format") != "freehold.trainer_state") throw std::runtime_error("not a freehold trainer state");
+    if (s.at("version").get<int64_t>() != kCheckpointFormatVersion) {
+      throw core::FormatError(absl::StrCat(state_path, ": version ", s.at("version").dump(), "; this freehold reads ",
+                                           kCheckpointFormatVersion));
+    }
+  } catch (const core::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw core::FormatError(absl::StrCat(state_path, ": ", e.what()));
+  }
+  // Structural mismatches are fatal (C11, C12): the checkpoint cannot continue this run.
+  std::vector<std::string> problems;
+  if (s.at("world_size").get<int64_t>() != 1) {
+    problems.push_back(absl::StrCat("world size: checkpoint ", s.at("world_size").dump(), ", this run 1"));
+  }
+  const auto& base = s.at("base_model");
+  if (base.at("config_sha256").get<std::string>() != base_config_sha256_ ||
+      base.at("num_parameters").get<int64_t>() != model_->num_parameters()) {
+    problems.push_back(absl::StrCat("base model: checkpoint trained ", base.at("path").dump(), " (config.json sha256 ",
+                                    base.at("config_sha256").get<std::string>().substr(0, 12), ", ",
+                                    base.at("num_parameters").dump(), " parameters), this run loads \"",
+                                    config_.model.path, "\" (", base_config_sha256_.substr(0, 12), ", ",
+                                    model_->num_parameters(), " parameters)"));
+  } else if (base.at("path").get<std::string>() != config_.model.path) {
+    core::log_warning("resume: the base model moved from ", base.at("path").dump(), " to ", config_.model.path,
+                      " (same config.json)");
+  }
+  const std::string adapter_config_path = (fs::path(dir) / io::kAdapterConfigFile).string();
+  io::PeftAdapterConfig saved =
+      io::parse_peft_adapter_config(core::read_file(adapter_config_path, 16 << 20), adapter_config_path);
+  for (const std::string& d : adapter_differences(saved, adapters_->config())) problems.push_back("adapter " + d);
+  if (!problems.empty()) {
+    throw core::UsageError(absl::StrCat("resume: checkpoint ", dir, " does not fit this config:\n  ",
+                                        absl::StrJoin(problems, "\n  "),
+                                        "\nUse the config it was trained with, another output.dir, or resume: never"));
+  }
+  // Hyperparameter changes are allowed, with a warning each (C12).
+  const nlohmann::json saved_h = s.at("hyperparameters");
+  const nlohmann::json now_h = nlohmann::json::parse(hyperparameters().dump());
+  for (const auto& [key, value] : now_h.items()) {
+    if (!saved_h.contains(key) || saved_h[key] != value) {
+      core::log_warning("resume: ", key, " changed from ", saved_h.contains(key) ? saved_h[key].dump() : "(absent)",
+                        " to ", value.dump());
+    }
+  }
+
+  // Adapter weights into the tensors the optimizer already holds.
+  {
+    at::NoGradGuard no_grad;
+    const std::string weights_path = (fs::path(dir) / io::kAdapterWeightsFile).string();
+    auto file = io::SafetensorsFile::open(weights_path);
+    std::vector<io::NamedTensor> params = adapters_->parameters();
+    if (file->names().size() != params.size()) {
+      throw core::FormatError(absl::StrCat(weights_path, ": ", file->names().size(), " tensors; this adapter has ",
+                                           params.size()));
+    }
+    for (io::NamedTensor& p : params) {
+      if (!file->contains(p.name)) throw core::FormatError(absl::StrCat(weights_path, ": \"", p.name, "\" is missing"));
+      at::Tensor w = file->tensor(p.name);
+      if (w.sizes() != p.tensor.sizes() || w.scalar_type() != at::kFloat) {
+        throw core::FormatError(absl::StrCat(weights_path, ": \"", p.name, "\" is ", c10::toString(w.scalar_type()),
+                                             " [", absl::StrJoin(w.sizes(), ","), "]; expected Float [",
+                                             absl::StrJoin(p.tensor.sizes(), ","), "]"));
+      }
+      p.tensor.copy_(w);
+    }
+  }
+  optimizer_->load((fs::path(dir) / kOptimizerFile).string());
+
+  step_ = s.at("step").get<int64_t>();
+  tokens_seen_ = s.at("tokens_seen").get<int64_t>();
+  skipped_steps_ = s.at("skipped_steps").get<int64_t>();
+  consecutive_nonfinite_ = s.at("consecutive_nonfinite").get<int64_t>();
+  elapsed_before_s_ = s.at("elapsed_s").get<double>();
+  data::DataPosition pos;
+  pos.epoch = s.at("data_position").at("epoch").get<int64_t>();
+  pos.sample_index = s.at("data_position").at("sample_index").get<int64_t>();
+  train_source_->seek(pos);
+  at::Generator cpu_generator = at::detail::getDefaultCPUGenerator();
+  cpu_generator.set_state(from_hex(s.at("rng").at("cpu").get<std::string>(), state_path));
+  last_saved_step_ = step_;
+
+  // metrics.jsonl keeps the records up to the checkpoint: steps after it will be trained (and logged) again.
+  const fs::path metrics = fs::path(config_.output.dir) / "metrics.jsonl";
+  if (fs::exists(metrics)) {
+    std::ifstream in(metrics);
+    std::string line, kept;
+    while (std::getline(in, line)) {
+      try {
+        if (nlohmann::json::parse(line).at("step").get<int64_t>() <= step_) absl::StrAppend(&kept, line, "\n");
+      } catch (const std::exception&) {
+        // a torn last line of a killed run
+      }
+    }
+    core::write_file_atomic(metrics.string(), kept);
+  }
+  core::log_info("resumed from ", dir, " at step ", step_, " (", tokens_seen_, " tokens seen)");
+}
+
+// ─── logging ─────────────────────────────────────────────────────────────────────────────────────────────────────
+
+void Trainer::append_metrics(const json& record) {
+  const std::string path = (fs::path(config_.output.dir) / "metrics.jsonl").string();
+  std::ofstream out(path, std::ios::app);
+  out << record.dump() << "\n";
+  out.flush();
+  if (!out) throw core::SystemError("write " + path, errno);
+}
+
+void Trainer::log_step(const StepResult& r) {
+  const double elapsed_now = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  const int64_t steps_now = step_ - start_step_;
+  const double tokens_per_s = elapsed_now > 0 ? static_cast<double>(tokens_seen_) / (elapsed_before_s_ + elapsed_now) : 0;
+  const double eta = steps_now > 0 ? elapsed_now / steps_now * static_cast<double>(total_steps_ - step_) : NAN;
+  // N3: a loss far above the recent ones is flagged (never skipped silently).
+  bool spike = false;
+  if (std::isfinite(r.loss)) {
+    if (recent_losses_.size() >= 5) {
+      spike = r.loss > 10 * *std::max_element(recent_losses_.begin(), recent_losses_.end());
+    }
+    recent_losses_.push_back(r.loss);
+    if (recent_losses_.size() > 50) recent_losses_.pop_front();
+  }
+  if (spike) core::log_warning("step ", step_, ": loss ", r.loss, " is over 10x the recent maximum");
+  core::log_info(absl::StrFormat("step %d/%d | loss %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | eta %s | rss %.2f GiB%s",
+                                 step_, total_steps_, r.loss, r.lr, r.grad_norm, tokens_per_s, duration_text(eta),
+                                 peak_rss_gib(), r.applied ? "" : " | SKIPPED"));
+  json record;
+  record["step"] = step_;
+  record["loss"] = std::isfinite(r.loss) ? json(r.loss) : json(nullptr);
+  record["lr"] = r.lr;
+  record["grad_norm"] = std::isfinite(r.grad_norm) ? json(r.grad_norm) : json(nullptr);
+  record["tokens"] = tokens_seen_;
+  record["target_tokens"] = r.targets;
+  record["tokens_per_s"] = tokens_per_s;
+  record["elapsed_s"] = elapsed_before_s_ + elapsed_now;
+  record["skipped"] = skipped_steps_;
+  if (spike) record["loss_spike"] = true;
+  append_metrics(record);
+}
+
+// ─── the end ─────────────────────────────────────────────────────────────────────────────────────────────────────
+
+void Trainer::finish() {
+  const std::string adapter_dir = (fs::path(config_.output.dir) / "adapter").string();
+  fs::create_directories(adapter_dir);
+  adapters_->save(adapter_dir);
+  core::log_info("adapter written to ", adapter_dir, " (PEFT format)");
+  restore_stop_handlers();
+}
+
+}  // namespace freehold::trainer

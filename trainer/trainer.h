@@ -1,0 +1,122 @@
+// The training loop (STYLE.md habit 4): one class, read top to bottom — setup() loads the base and the adapters,
+// the optimizer and the data and, with resume, the newest committed checkpoint; train() runs optimizer steps
+// (micro-batches with gradient accumulation → token-weighted loss → backward → clip → AdamW → schedule), logging,
+// evaluating and checkpointing on their cadence; save() writes a checkpoint; finish() writes the final adapter.
+// A single process is world size 1: the places where ranks must agree (the step's target-token count, the finite
+// check, the stop flag) are marked, and the multi-rank issue puts the collectives there without new branches.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "adapters/adapter_set.h"
+#include "adapters/lora_options.h"
+#include "data/batch.h"
+#include "data/data_options.h"
+#include "model/model_options.h"
+#include "model/transformer.h"
+#include "nlohmann/json.hpp"
+#include "trainer/adamw.h"
+#include "trainer/lr_schedule.h"
+#include "trainer/train_options.h"
+
+namespace freehold::trainer {
+
+enum class ResumeMode { kAuto, kNever, kPath };
+
+// Everything the trainer reads: the run config's sections (launch/ builds this from RunConfig).
+struct TrainerConfig {
+  model::ModelOptions model;
+  adapters::LoraOptions adapter;
+  data::DataOptions data;
+  TrainOptions train;
+  OutputOptions output;
+  ResumeMode resume = ResumeMode::kAuto;
+  std::string resume_path;          // for kPath: a checkpoint directory
+  std::string resolved_config_yaml;  // written as config.yaml; its SHA-256 is the config hash
+};
+
+// Why train() returned.
+enum class TrainOutcome {
+  kCompleted,  // max_steps (or the epochs) done
+  kStopped,    // SIGUSR1 / SIGTERM: a checkpoint was committed; exit code 75
+};
+
+// Opens the training (or eval) stream for `sources` (testing-only ".batches.safetensors" for now; data/ owns
+// the real loaders). Throws core::UsageError for sources it cannot read.
+std::unique_ptr<data::BatchSource> open_batch_source(const std::vector<data::DataSource>& sources,
+                                                     const data::DataOptions& options, int64_t micro_batch_size,
+                                                     int64_t vocab_size);
+
+class Trainer {
+ public:
+  explicit Trainer(TrainerConfig config);
+  ~Trainer();
+
+  void setup();
+  TrainOutcome train();
+  // Commits a checkpoint of the current state (checkpoints/step-NNNNNN).
+  void save();
+  // Writes the final adapter/ (PEFT format); restores the signal handlers.
+  void finish();
+
+  int64_t step() const { return step_; }
+  int64_t total_steps() const { return total_steps_; }
+  const std::string& run_dir() const { return config_.output.dir; }
+  const adapters::AdapterSet& adapters() const { return *adapters_; }
+  const AdamW& optimizer() const { return *optimizer_; }
+
+ private:
+  struct StepResult {
+    double loss = 0;         // mean over the step's target tokens
+    double grad_norm = 0;    // before clipping
+    double lr = 0;           // base learning rate of the step
+    int64_t tokens = 0;      // input tokens of the step
+    int64_t targets = 0;     // target tokens of the step
+    bool applied = false;    // false: non-finite loss or gradient, update skipped
+  };
+
+  StepResult train_step();
+  data::Batch next_batch();
+  void evaluate();
+  void resume_from(const std::string& checkpoint_dir);
+  nlohmann::ordered_json trainer_state() const;
+  nlohmann::ordered_json hyperparameters() const;
+  void log_step(const StepResult& result);
+  void append_metrics(const nlohmann::ordered_json& record);
+
+  TrainerConfig config_;
+  std::string checkpoints_dir_;
+  std::optional<model::Transformer> model_;
+  std::optional<adapters::AdapterSet> adapters_;
+  std::optional<AdamW> optimizer_;
+  std::unique_ptr<data::BatchSource> train_source_;
+  std::unique_ptr<data::BatchSource> eval_source_;
+  LrScheduleOptions schedule_;
+  int64_t total_steps_ = 0;
+
+  // Progress, all saved in trainer_state.json.
+  int64_t step_ = 0;              // optimizer steps attempted (skipped ones included)
+  int64_t tokens_seen_ = 0;
+  int64_t skipped_steps_ = 0;
+  int64_t consecutive_nonfinite_ = 0;
+  double elapsed_before_s_ = 0;   // training time of earlier runs of this job
+  int64_t last_saved_step_ = -1;
+
+  std::chrono::steady_clock::time_point start_;
+  int64_t start_step_ = 0;
+  std::deque<double> recent_losses_;  // for the loss-spike flag (N3)
+  std::string base_config_sha256_;
+};
+
+// Set by SIGUSR1 / SIGTERM while a Trainer is set up; checked at step boundaries.
+bool stop_requested();
+
+}  // namespace freehold::trainer
