@@ -42,7 +42,7 @@ SpecialTokens find_special_tokens(const Tokenizer& tokenizer, const std::string&
   const std::string config_path = core::parent_directory(tokenizer_json_path) + "/tokenizer_config.json";
   std::ifstream probe(config_path);
   bool from_config = false;
-  if (probe) {
+  if (!tokenizer_json_path.empty() && probe) {
     nlohmann::json config = nlohmann::json::parse(core::read_file(config_path, uint64_t{64} << 20), nullptr, false);
     if (config.is_object()) {
       from_config = true;

@@ -24,7 +24,7 @@ class Tokenizer;
 // The tokenizer's BOS and EOS: from tokenizer_config.json beside tokenizer.json when it names them ("bos_token",
 // "eos_token", a string or {"content": ...}), else the first known name in the vocabulary (EOS: <|end_of_text|>,
 // <|endoftext|>, </s>, <|eot_id|>, <|im_end|>; BOS: <|begin_of_text|>, <s>). adds_bos: the tokenizer's own
-// template puts a token before the text (e.g. "<s> $A").
+// template puts a token before the text (e.g. "<s> $A"). An empty path skips tokenizer_config.json.
 struct SpecialTokens {
   std::optional<int32_t> bos;
   std::optional<int32_t> eos;
