@@ -5,6 +5,7 @@
 #include "trainer/trainer.h"
 
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/isfinite.h>
 #include <ATen/ops/randint.h>
 #include <ATen/ops/zeros.h>
 #include <gtest/gtest.h>
@@ -226,6 +227,65 @@ TEST(TrainerTest, RefusesCheckpointsThatDoNotFit) {
   EXPECT_NE(check_checkpoint(missing.resume_path), "");
   Trainer t2(missing);
   EXPECT_THROW(t2.setup(), core::UsageError);
+}
+
+// Token 31's embedding row is huge: RMSNorm's mean of squares overflows and every micro-batch holding it gives a
+// NaN gradient (N1, N2, N5: the loss itself stays finite, the backward pass of the overflowing norm does not). Those steps are skipped and counted; nothing non-finite reaches the adapter or AdamW's state; after
+// max_consecutive_nonfinite such steps in a row the run stops with an error and the last checkpoint intact (N4).
+TEST(TrainerTest, NonFiniteStepsAreSkippedThenStopTheRun) {
+  Fixture f = make_fixture("trainer_nonfinite", 8);
+  model::testing::write_checkpoint(f.model_dir, model::testing::llama_config_json(32, 16, 32, 2, 4, 2, "float32"),
+                                   at::kFloat, 7, [&](const std::string& name, at::Tensor t) -> at::Tensor {
+                                     if (name == "model.embed_tokens.weight") t[31].fill_(3e38f);
+                                     return t;
+                                   });
+  at::Tensor ids = at::randint(0, 31, {8, 12}, at::TensorOptions().dtype(at::kLong));
+  ids[2][5] = 31;  // micro-batch 2 (rows 2, 3)
+  io::save_safetensors(f.batches, {{"input_ids", ids}});
+  TrainerConfig c = make_config(f, "run");
+  c.train.grad_accum_steps = 1;
+  c.train.max_steps = 4;
+  c.train.warmup_steps = 0;
+  c.output.save_every = 0;
+  {
+    Trainer t(c);
+    t.setup();
+    EXPECT_EQ(t.train(), TrainOutcome::kCompleted);
+    std::vector<double> l = losses(c.output.dir);
+    ASSERT_EQ(l.size(), 4u);
+    auto last = nlohmann::json::parse(core::read_file(c.output.dir + "/metrics.jsonl").substr(
+        core::read_file(c.output.dir + "/metrics.jsonl").rfind('{')));
+    EXPECT_EQ(last["skipped"], 1);
+    for (const io::NamedTensor& p : t.adapters().parameters()) {
+      EXPECT_TRUE(at::isfinite(p.tensor).all().item<bool>()) << p.name;
+    }
+    EXPECT_EQ(t.optimizer().steps_taken(), 3);
+    for (const io::NamedTensor& s : t.optimizer().state_tensors()) {
+      EXPECT_TRUE(at::isfinite(s.tensor).all().item<bool>()) << s.name;
+    }
+  }
+  // Every micro-batch non-finite: the third in a row stops the run.
+  ids[0][0] = ids[4][0] = ids[6][0] = 31;
+  io::save_safetensors(f.batches, {{"input_ids", ids}});
+  c.train.max_consecutive_nonfinite = 3;
+  c.output.dir = f.root + "/run2";
+  Trainer t(c);
+  t.setup();
+  try {
+    t.train();
+    FAIL() << "trained through 4 non-finite steps";
+  } catch (const core::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("3 consecutive non-finite steps"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(t.step(), 3);
+  EXPECT_EQ(t.optimizer().steps_taken(), 0);
+  // abort: the first one stops.
+  c.train.nonfinite = NonfinitePolicy::kAbort;
+  c.output.dir = f.root + "/run3";
+  Trainer a(c);
+  a.setup();
+  EXPECT_THROW(a.train(), core::Error);
+  EXPECT_EQ(a.step(), 1);
 }
 
 TEST(TrainerTest, NewerCheckpointFormatIsRefusedWithItsVersion) {
