@@ -1,0 +1,143 @@
+"""Resume at the process level (issue 5, RELIABILITY.md C1, C2, C4, C13, D9): `freehold train` stopped by SIGUSR1 at
+an arbitrary step, or killed with SIGKILL at arbitrary moments (with save_every 1 much of each step is a checkpoint write),
+then started again with resume: auto, ends with the same loss lines and bit-identical adapter weights and optimizer
+state as one uninterrupted run. fp32 on the CPU, dropout on (so the RNG streams must be restored too).
+
+    FREEHOLD_BIN=build/bin/freehold .venv/bin/python -m unittest -v tests/conformance/train_resume_test.py
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import unittest
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+REPO = Path(__file__).resolve().parents[2]
+WORK = Path(os.environ.get("FREEHOLD_CONFORMANCE_DIR", REPO / "build" / "conformance"))
+FREEHOLD_BIN = Path(os.environ.get("FREEHOLD_BIN", REPO / "build" / "bin" / "freehold"))
+RUNS = WORK / "train_resume"
+BASE = "llama-gqa-llama3"
+STEPS = 16
+
+
+def _load_generator():
+    spec = importlib.util.spec_from_file_location("make_random_checkpoints",
+                                                  REPO / "scripts" / "make_random_checkpoints.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+gen = _load_generator()
+
+
+def write_config(base: Path, batches: Path, out: Path) -> Path:
+    config = {
+        "model": {"path": str(base), "dtype": "fp32"},
+        "adapter": {"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": ["q_proj", "v_proj", "down_proj"]},
+        "data": {"train": [str(batches)], "seq_len": 16},
+        "train": {"micro_batch_size": 2, "grad_accum_steps": 2, "max_steps": STEPS, "lr": 5e-3,
+                  "weight_decay": 0.01, "loraplus_lr_ratio": 4, "lr_schedule": "cosine", "warmup_steps": 2,
+                  "precision": "fp32", "max_grad_norm": 1.0},
+        "output": {"dir": str(out), "save_every": 1, "keep_last": 2, "tensorboard": False},
+        "resume": "auto",
+    }
+    path = out.parent / f"{out.name}.yaml"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def losses(run: Path) -> list:
+    return [r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+class TrainResumeTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        if not FREEHOLD_BIN.exists():
+            raise AssertionError(f"{FREEHOLD_BIN} is missing: build the freehold target first")
+        cls.base = gen.write_variant(gen.VARIANTS[BASE], WORK / "checkpoints")
+        vocab = json.loads((cls.base / "config.json").read_text())["vocab_size"]
+        shutil.rmtree(RUNS, ignore_errors=True)
+        RUNS.mkdir(parents=True)
+        g = torch.Generator().manual_seed(3)
+        cls.batches = RUNS / "train.batches.safetensors"
+        ids = torch.randint(0, vocab, (10, 16), generator=g)
+        save_file({"input_ids": ids.contiguous()}, str(cls.batches))
+        cls.whole = RUNS / "whole"
+        proc = subprocess.run([str(FREEHOLD_BIN), "train", str(write_config(cls.base, cls.batches, cls.whole))],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise AssertionError(proc.stderr[-4000:])
+
+    def assert_same_as_whole(self, run: Path):
+        self.assertEqual(losses(run), losses(self.whole))
+        self.assertEqual(len(losses(run)), STEPS)
+        for rel in ("adapter/adapter_model.safetensors", f"checkpoints/step-{STEPS:06d}/optimizer.safetensors"):
+            a, b = load_file(str(self.whole / rel)), load_file(str(run / rel))
+            self.assertEqual(sorted(a), sorted(b))
+            for key in a:
+                self.assertTrue(torch.equal(a[key], b[key]), f"{rel}: {key} differs")
+
+    def wait_for_steps(self, run: Path, proc: subprocess.Popen, n: int):
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            metrics = run / "metrics.jsonl"
+            if metrics.exists() and len(metrics.read_text().splitlines()) >= n:
+                return
+            time.sleep(0.01)
+
+    def test_sigusr1_then_resume(self):
+        run = RUNS / "sigusr1"
+        config = write_config(self.base, self.batches, run)
+        proc = subprocess.Popen([str(FREEHOLD_BIN), "train", str(config)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        self.wait_for_steps(run, proc, 5)
+        proc.send_signal(signal.SIGUSR1)
+        _, err = proc.communicate(timeout=120)
+        self.assertEqual(proc.returncode, 75, err[-3000:])
+        stopped_at = len(losses(run))
+        self.assertLess(stopped_at, STEPS)
+        self.assertTrue((run / "checkpoints" / f"step-{stopped_at:06d}" / "manifest.json").exists())
+        proc = subprocess.run([str(FREEHOLD_BIN), "train", str(config)], capture_output=True, text=True)
+        self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+        self.assertIn(f"resumed from", proc.stderr)
+        self.assert_same_as_whole(run)
+
+    def test_sigkill_at_random_moments_then_resume(self):
+        run = RUNS / "sigkill"
+        config = write_config(self.base, self.batches, run)
+        rng = random.Random(5)
+        kills = 0
+        for _ in range(6):
+            proc = subprocess.Popen([str(FREEHOLD_BIN), "train", str(config)], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            done = len(losses(run)) if (run / "metrics.jsonl").exists() else 0
+            self.wait_for_steps(run, proc, done + 2)
+            time.sleep(rng.uniform(0, 0.05))  # somewhere in a step or in a checkpoint write
+            if proc.poll() is None:
+                proc.kill()
+                kills += 1
+            proc.wait()
+        self.assertGreater(kills, 0)
+        proc = subprocess.run([str(FREEHOLD_BIN), "train", str(config)], capture_output=True, text=True)
+        self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+        self.assert_same_as_whole(run)
+        leftovers = [p.name for p in (run / "checkpoints").iterdir() if p.name.startswith(".tmp")]
+        self.assertEqual(leftovers, [])
+
+
+if __name__ == "__main__":
+    unittest.main()
