@@ -25,6 +25,7 @@ const std::vector<Command>& all_commands() {
       {"tokenize", "token ids of text lines with a tokenizer.json (or --decode ids back to text)", run_tokenize},
       {"prepare", "JSONL or text files → a tokenized HDF5 dataset for training", run_prepare},
       {"adapter", "adapter init: attach, initialise and save a PEFT adapter", run_adapter},
+      {"export", "merge a PEFT adapter into its base model, as a directory transformers loads", run_export},
   };
   return commands;
 }

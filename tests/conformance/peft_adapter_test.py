@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
 import json
 import logging
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -39,10 +37,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from oracle_util import checkpoint, quiet, randomize_adapter  # noqa: E402
+import oracle_util  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 WORK = Path(os.environ.get("FREEHOLD_CONFORMANCE_DIR", REPO / "build" / "conformance"))
 FREEHOLD_BIN = Path(os.environ.get("FREEHOLD_BIN", REPO / "build" / "bin" / "freehold"))
-CHECKPOINTS = WORK / "checkpoints"
 RUNS = WORK / "adapters"
 
 # fp32 on both sides; the base models agree to ~3e-6 (model_logits_test.py) and an adapter adds a few small
@@ -55,28 +56,8 @@ transformers.utils.logging.disable_progress_bar()
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-def _load_generator():
-    spec = importlib.util.spec_from_file_location("make_random_checkpoints",
-                                                  REPO / "scripts" / "make_random_checkpoints.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _load_generator()
-
-
-@functools.lru_cache(maxsize=None)
-def checkpoint(name: str) -> Path:
-    return gen.write_variant(gen.VARIANTS[name], CHECKPOINTS)
-
-
-@functools.lru_cache(maxsize=None)
 def token_lines(base: str) -> tuple[tuple[int, ...], ...]:
-    vocab = json.loads((checkpoint(base) / "config.json").read_text())["vocab_size"]
-    rng = random.Random(zlib.crc32(f"adapters/{base}".encode()))
-    return tuple(tuple(rng.randrange(vocab) for _ in range(n)) for n in LINE_LENGTHS)
+    return oracle_util.token_lines(base, "adapters", LINE_LENGTHS)
 
 
 def tokens_file(base: str) -> Path:
@@ -89,19 +70,6 @@ def tokens_file(base: str) -> Path:
 def load_base(model_dir: Path):
     with quiet():
         return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager").eval()
-
-
-@contextlib.contextmanager
-def quiet():
-    """Silences warnings and transformers' logging (for loads whose warnings are not under test)."""
-    previous = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        transformers.logging.set_verbosity(previous)
 
 
 class _Collect(logging.Handler):
@@ -168,20 +136,6 @@ def freehold_logits(model_dir: Path, adapter_dir: Path | None, base: str, tag: s
     run_freehold(*args)
     tensors = load_file(str(out / "logits.safetensors"))
     return [tensors[f"logits.{k}"] for k in range(len(LINE_LENGTHS))]
-
-
-def randomize_adapter(model, seed: int) -> None:
-    """Random non-zero adapter weights: A ~ N(0, 1/in), B ~ N(0, 0.05²), DoRA magnitudes × (1 + 0.1 N(0, 1)).
-    Large enough to move logits by ~1e-1, small enough that they stay O(1)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in sorted(model.named_parameters()):
-            if ".lora_A." in name:
-                p.copy_(torch.randn(p.shape, generator=g) / p.shape[1] ** 0.5)
-            elif ".lora_B." in name:
-                p.copy_(0.05 * torch.randn(p.shape, generator=g))
-            elif "lora_magnitude_vector" in name:
-                p.mul_(1 + 0.1 * torch.randn(p.shape, generator=g))
 
 
 def adapter_modules(adapter_dir: Path) -> set[str]:
