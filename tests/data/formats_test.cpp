@@ -313,3 +313,35 @@ TEST(BadRecords, CountsByReasonAndEnforcesTheThreshold) {
 
 }  // namespace
 }  // namespace freehold::data
+
+namespace freehold::data {
+namespace {
+
+// Rendering and target spans of the built-in templates against transformers' apply_chat_template
+// (tests/data/chat_templates/expected.json, written by scripts/make_chat_template_expectations.py).
+TEST(ChatTemplate, MatchesTransformersExpectations) {
+  const auto expected = nlohmann::json::parse(
+      core::read_file(std::string(FREEHOLD_SOURCE_DIR) + "/tests/data/chat_templates/expected.json"));
+  ASSERT_GE(expected["cases"].size(), 12u);
+  for (const auto& c : expected["cases"]) {
+    std::vector<Message> messages;
+    for (const auto& m : c["messages"]) messages.push_back({m["role"], m["content"]});
+    std::vector<Piece> pieces;
+    ASSERT_FALSE(ChatTemplate::builtin(c["template"].get<std::string>())
+                     .render(messages, TrainOn::kAssistant, std::nullopt, &pieces));
+    std::string rendered;
+    std::vector<std::vector<size_t>> spans;
+    for (const Piece& p : pieces) {
+      const size_t begin = rendered.size();
+      rendered += p.text;
+      if (!p.target || p.text.empty()) continue;
+      if (!spans.empty() && spans.back()[1] == begin) spans.back()[1] = rendered.size();
+      else spans.push_back({begin, rendered.size()});
+    }
+    EXPECT_EQ(rendered, c["rendered"].get<std::string>()) << c["template"];
+    EXPECT_EQ(spans, c["targets"].get<std::vector<std::vector<size_t>>>()) << c["template"] << " " << rendered;
+  }
+}
+
+}  // namespace
+}  // namespace freehold::data
