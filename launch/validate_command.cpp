@@ -57,15 +57,15 @@ int run_validate(const std::vector<std::string>& args) {
 
   const trainer::TrainOptions& t = config.train;
   const int64_t B = t.micro_batch_size, T = config.data.seq_len;
-  std::string steps_text;
-  try {
-    auto source = trainer::open_batch_source(config.data.train, config.data, B, mc.vocab_size);
-    const int64_t per_epoch = source->batches_per_epoch() / t.grad_accum_steps;
-    steps_text = t.max_steps ? absl::StrCat(*t.max_steps, " (", per_epoch, " per epoch)")
-                             : absl::StrCat(*t.epochs * per_epoch, " (", *t.epochs, " epochs of ", per_epoch, ")");
-  } catch (const core::UsageError& e) {
-    if (!t.max_steps) throw;
-    steps_text = absl::StrCat(*t.max_steps, " (data not opened: ", e.what(), ")");
+  // Opening the data checks it (formats, checksums, ids against the tokenizer) as training would.
+  std::unique_ptr<data::Tokenizer> tokenizer;
+  auto source = trainer::open_batch_source(config.data, false, B, t.seed, mc.vocab_size, config.model.path, tokenizer);
+  const int64_t per_epoch = source->batches_per_epoch() / t.grad_accum_steps;
+  const std::string steps_text =
+      t.max_steps ? absl::StrCat(*t.max_steps, " (", per_epoch, " per epoch)")
+                  : absl::StrCat(*t.epochs * per_epoch, " (", *t.epochs, " epochs of ", per_epoch, ")");
+  if (!config.data.eval.empty()) {
+    trainer::open_batch_source(config.data, true, B, t.seed, mc.vocab_size, config.model.path, tokenizer);
   }
 
   const double b = static_cast<double>(core::dtype_size(t.precision));

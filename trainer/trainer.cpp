@@ -29,6 +29,7 @@
 #include "trainer/grad_clip.h"
 #include "trainer/loss.h"
 #include "core/sha256.h"
+#include "data/batch_source.h"
 #include "trainer/token_batches.h"
 
 namespace freehold::trainer {
@@ -139,18 +140,30 @@ std::vector<std::string> adapter_differences(const io::PeftAdapterConfig& saved,
 
 bool stop_requested() { return g_stop_signal != 0; }
 
-std::unique_ptr<data::BatchSource> open_batch_source(const std::vector<data::DataSource>& sources,
-                                                     const data::DataOptions& /*options*/, int64_t micro_batch_size,
-                                                     int64_t vocab_size) {
+std::unique_ptr<data::BatchSource> open_batch_source(const data::DataOptions& options, bool eval,
+                                                     int64_t micro_batch_size, uint64_t seed, int64_t vocab_size,
+                                                     const std::string& model_dir,
+                                                     std::unique_ptr<data::Tokenizer>& tokenizer) {
+  const std::vector<data::DataSource>& sources = eval ? options.eval : options.train;
   if (sources.size() == 1 && is_testing_batches_path(sources[0].path)) {
     return std::make_unique<TokenBatchSource>(sources[0].path, micro_batch_size, vocab_size);
   }
-  std::vector<std::string> paths;
-  for (const auto& s : sources) paths.push_back(s.path);
-  throw core::UsageError(absl::StrCat(
-      "data: cannot read [", absl::StrJoin(paths, ", "),
-      "]: this build's trainer reads only one testing batch file (*", std::string(kTestingBatchesSuffix),
-      ", see trainer/token_batches.h); the HDF5/JSONL loaders are data/'s and are not wired in yet"));
+  for (const data::DataSource& s : sources) {
+    if (is_testing_batches_path(s.path)) {
+      throw core::UsageError(absl::StrCat("data.", eval ? "eval" : "train", ": ", s.path,
+                                          " is a testing batch file; it can only be the one source"));
+    }
+  }
+  if (!tokenizer) {
+    const std::string path = options.tokenizer ? *options.tokenizer : (fs::path(model_dir) / "tokenizer.json").string();
+    if (!fs::exists(path)) {
+      throw core::UsageError(absl::StrCat("data.tokenizer: ", path, " does not exist; set data.tokenizer to the "
+                                          "tokenizer.json of the model"));
+    }
+    tokenizer = std::make_unique<data::Tokenizer>(data::Tokenizer::load(path));
+  }
+  // World size 1 is rank 0 of 1; the multi-rank issue passes the World's rank and size here.
+  return data::open_batch_source(options, *tokenizer, micro_batch_size, seed, /*rank=*/0, /*world_size=*/1, eval);
 }
 
 // ─── set-up ──────────────────────────────────────────────────────────────────────────────────────────────────────
@@ -194,9 +207,11 @@ void Trainer::setup() {
   optimizer_.emplace(adapters_->parameters(), adamw);
 
   const int64_t vocab = model_->config().vocab_size;
-  train_source_ = open_batch_source(config_.data.train, config_.data, t.micro_batch_size, vocab);
+  train_source_ = open_batch_source(config_.data, false, t.micro_batch_size, t.seed, vocab, config_.model.path,
+                                    tokenizer_);
   if (!config_.data.eval.empty()) {
-    eval_source_ = open_batch_source(config_.data.eval, config_.data, t.micro_batch_size, vocab);
+    eval_source_ = open_batch_source(config_.data, true, t.micro_batch_size, t.seed, vocab, config_.model.path,
+                                     tokenizer_);
   }
   if (t.max_steps) {
     total_steps_ = *t.max_steps;

@@ -20,6 +20,7 @@
 #include "adapters/lora_options.h"
 #include "data/batch.h"
 #include "data/data_options.h"
+#include "data/tokenizer.h"
 #include "model/model_options.h"
 #include "model/transformer.h"
 #include "nlohmann/json.hpp"
@@ -49,11 +50,14 @@ enum class TrainOutcome {
   kStopped,    // SIGUSR1 / SIGTERM: a checkpoint was committed; exit code 75
 };
 
-// Opens the training (or eval) stream for `sources` (testing-only ".batches.safetensors" for now; data/ owns
-// the real loaders). Throws core::UsageError for sources it cannot read.
-std::unique_ptr<data::BatchSource> open_batch_source(const std::vector<data::DataSource>& sources,
-                                                     const data::DataOptions& options, int64_t micro_batch_size,
-                                                     int64_t vocab_size);
+// Opens the training (or, with eval, the eval) stream of this rank: data/'s loader (data/batch_source.h), or the
+// testing-only TokenBatchSource when the sources are one ".batches.safetensors" file. The loader needs the
+// tokenizer (data.tokenizer, else the model directory's tokenizer.json); it is loaded into `tokenizer` on first
+// use and must outlive the source.
+std::unique_ptr<data::BatchSource> open_batch_source(const data::DataOptions& options, bool eval,
+                                                     int64_t micro_batch_size, uint64_t seed, int64_t vocab_size,
+                                                     const std::string& model_dir,
+                                                     std::unique_ptr<data::Tokenizer>& tokenizer);
 
 class Trainer {
  public:
@@ -97,6 +101,7 @@ class Trainer {
   std::optional<model::Transformer> model_;
   std::optional<adapters::AdapterSet> adapters_;
   std::optional<AdamW> optimizer_;
+  std::unique_ptr<data::Tokenizer> tokenizer_;  // outlives the sources that tokenize with it
   std::unique_ptr<data::BatchSource> train_source_;
   std::unique_ptr<data::BatchSource> eval_source_;
   LrScheduleOptions schedule_;
