@@ -137,7 +137,9 @@ class StreamingBatchSource : public BatchSource {
     std::vector<uint8_t> doc_mask;
     int64_t targets = 0;
     for (int64_t b = 0; b < B; ++b) {
-      auto [begin, end] = plan.row(first + b);
+      // Packing another epoch's order can give a few rows fewer than epoch 0 (whose count fixes batches_per_epoch
+      // for every epoch and rank): such an epoch repeats its first rows; one with more rows drops its last.
+      auto [begin, end] = plan.row((first + b) % plan.num_rows());
       int64_t t = 0;
       int64_t segment = 0;
       for (const DocRef* ref = begin; ref != end && t < T; ++ref, ++segment) {

@@ -1,6 +1,7 @@
 // The loader: DataOptions' sources → a rank's stream of Batches (data/batch.h), packed or padded to seq_len, mixed
 // by weight, deterministic in (seed, epoch, world size, global position), read ahead on a background thread with
-// a bounded queue. See data/sampler.h for the order and the rank shares.
+// a bounded queue. See data/sampler.h for the order and the rank shares. Every epoch has batches_per_epoch()
+// batches, the count epoch 0's packing gives; an epoch whose order packs into fewer rows repeats its first rows.
 //
 // Rows: with packing, documents follow each other in a row of seq_len tokens; position_ids restart at 0 and
 // segment_ids count the documents of the row (padding at the end is one more segment); the first token of each

@@ -264,7 +264,9 @@ Handle create_extendible(hid_t file, const std::string& path, const char* name, 
 
 TokenFileWriter::TokenFileWriter(const std::string& path) : path_(path) {
   auto guard = lock();
-  file_ = Handle(check_id(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), absl::StrCat("creating ", path)));
+  file_ = Handle(check_id(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
+                          absl::StrCat("creating ", path, " (on a filesystem without flock, such as some NFS mounts, "
+                                       "set HDF5_USE_FILE_LOCKING=FALSE)")));
   tokens_ = create_extendible(file_.get(), path_, "tokens", H5T_STD_I32LE, kTokenChunk);
   mask_ = create_extendible(file_.get(), path_, "loss_mask", H5T_STD_U8LE, kTokenChunk);
   offsets_ = create_extendible(file_.get(), path_, "doc_offsets", H5T_STD_I64LE, kOffsetChunk);

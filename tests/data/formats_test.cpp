@@ -285,6 +285,20 @@ TEST_F(SampleBuilderTest, CustomTemplateAddsTokenizerBosAndEosWhenSuffixEmpty) {
   EXPECT_THROW(ChatTemplate::custom(spec), core::UsageError);
 }
 
+TEST_F(SampleBuilderTest, TemplateBosPlusTokenizerBosIsDoubleBos) {
+  ChatTemplateSpec spec;
+  spec.roles["user"] = {"<|begin_of_text|>U:", "\n"};  // BOS in the template text, and the tokenizer adds one
+  spec.roles["assistant"] = {"A:", "<|eot_id|>"};
+  SampleOptions options;
+  options.format = InputFormat::kChat;
+  options.chat_template = ChatTemplate::custom(spec);
+  Record record;
+  record.messages = {{"user", "x"}, {"assistant", "y"}};
+  BuiltSamples built = SampleBuilder(tokenizer_, options, special()).build(record);
+  ASSERT_TRUE(built.rejection);
+  EXPECT_EQ(built.rejection->reason, RejectReason::kDoubleBos);
+}
+
 TEST_F(SampleBuilderTest, TemplateNeedsItsSpecialTokens) {
   EXPECT_THROW(builder(InputFormat::kChat, "chatml"), core::UsageError);
 }

@@ -243,6 +243,16 @@ TEST_F(LoaderTest, WeightedMixingTakesDocumentsByWeight) {
   EXPECT_EQ(from_b, 15);
 }
 
+TEST_F(LoaderTest, EveryEpochHasTheSameBatchCountWhateverItsPacking) {
+  std::string a = prepare({text_jsonl("a.jsonl", 37, "aaa")}, "a.h5");
+  std::string b = prepare({text_jsonl("b.jsonl", 23, "bbbbbbbb")}, "b.h5");
+  auto source = open_batch_source(options({{a, 2.0}, {b, 1.0}}, 40), *tokenizer_, 2, 17, 1, 2, false);
+  for (int epoch = 0; epoch < 6; ++epoch) {
+    EXPECT_EQ(static_cast<int64_t>(read_all(*source, 1000).size()), source->batches_per_epoch()) << epoch;
+    EXPECT_EQ(source->position().epoch, epoch + 1);
+  }
+}
+
 TEST_F(LoaderTest, JsonlSourceTokenizedOnTheFlyEqualsPrepared) {
   std::string jsonl = text_jsonl("a.jsonl", 30);
   std::string h5 = prepare({jsonl}, "a.h5");
