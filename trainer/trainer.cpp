@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "adapters/merged_export.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "core/log.h"
@@ -175,11 +176,6 @@ Trainer::~Trainer() { restore_stop_handlers(); }
 void Trainer::setup() {
   const TrainOptions& t = config_.train;
   const OutputOptions& o = config_.output;
-  if (o.export_kind == ExportKind::kMerged || o.export_kind == ExportKind::kBoth) {
-    throw core::UsageError(absl::StrCat("output.export: ", std::string(export_kind_name(o.export_kind)),
-                                        " is not available in `freehold train` yet; use output.export: adapter and "
-                                        "merge the final runs/NAME/adapter with `freehold export`"));
-  }
   if (config_.model.activation_checkpointing) {
     core::log_warning("model.activation_checkpointing: not implemented yet; training without it");
   }
@@ -196,6 +192,12 @@ void Trainer::setup() {
   model_ = model::Transformer::load(config_.model.path, load);
   base_config_sha256_ = core::sha256_file_hex((fs::path(config_.model.path) / "config.json").string());
   adapters_ = adapters::AdapterSet::create(*model_, config_.adapter, t.seed);
+  if ((o.export_kind == ExportKind::kMerged || o.export_kind == ExportKind::kBoth) &&
+      !adapters_->residual_base_weights().empty()) {
+    throw core::UsageError(absl::StrCat("output.export: ", std::string(export_kind_name(o.export_kind)), " with adapter.init ",
+                                        config_.adapter.init, ": the adapter belongs on the residual base that init "
+                                        "leaves, not on ", config_.model.path, "; use output.export: adapter"));
+  }
   adapters_->set_training(true);
 
   AdamWOptions adamw;
@@ -580,10 +582,25 @@ void Trainer::log_step(const StepResult& r) {
 // ─── the end ─────────────────────────────────────────────────────────────────────────────────────────────────────
 
 void Trainer::finish() {
-  const std::string adapter_dir = (fs::path(config_.output.dir) / "adapter").string();
-  fs::create_directories(adapter_dir);
-  adapters_->save(adapter_dir);
-  core::log_info("adapter written to ", adapter_dir, " (PEFT format)");
+  const OutputOptions& o = config_.output;
+  // adapter/ is written for every export but none: merged/ is made from it.
+  if (o.export_kind != ExportKind::kNone) {
+    const std::string adapter_dir = (fs::path(o.dir) / "adapter").string();
+    fs::create_directories(adapter_dir);
+    adapters_->save(adapter_dir);
+    core::log_info("adapter written to ", adapter_dir, " (PEFT format)");
+    if (o.export_kind == ExportKind::kMerged || o.export_kind == ExportKind::kBoth) {
+      adapters::MergedExportOptions merge;
+      merge.base_dir = config_.model.path;
+      merge.adapter_dir = adapter_dir;
+      merge.out_dir = (fs::path(o.dir) / "merged").string();
+      merge.dtype = o.export_dtype;
+      merge.overwrite = true;
+      const adapters::MergedExportSummary summary = adapters::export_merged_model(merge);
+      core::log_info("merged model written to ", merge.out_dir, " (", summary.merged, " of ", summary.tensors,
+                     " tensors merged, ", std::string(core::dtype_name(summary.dtype)), ")");
+    }
+  }
   restore_stop_handlers();
 }
 

@@ -104,10 +104,14 @@ TEST(TrainerTest, OverfitsOneBatch) {
   c.train.lr_schedule = LrSchedule::kConstant;
   c.train.warmup_steps = 0;
   c.output.save_every = 0;
+  c.output.export_kind = ExportKind::kBoth;
+  c.output.export_dtype = core::DType::kF32;
   Trainer t(c);
   t.setup();
   EXPECT_EQ(t.train(), TrainOutcome::kCompleted);
   t.finish();
+  EXPECT_TRUE(fs::exists(c.output.dir + "/merged/model.safetensors"));
+  EXPECT_TRUE(fs::exists(c.output.dir + "/merged/config.json"));
   std::vector<double> l = losses(c.output.dir);
   ASSERT_EQ(l.size(), 80u);
   EXPECT_GT(l.front(), 2.0);
