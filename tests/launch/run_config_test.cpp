@@ -160,3 +160,20 @@ TEST(RunConfigTest, InvalidYamlNamesLineAndColumn) {
 
 }  // namespace
 }  // namespace freehold::launch
+
+namespace freehold::launch {
+namespace {
+
+// The ready experiments in configs/ must stay valid as the config grows.
+TEST(RunConfigTest, EveryShippedConfigParses) {
+  int parsed = 0;
+  for (const char* name : {"tiny-cpu.yaml", "llama3-8b-lora.yaml", "qwen2.5-7b-dora.yaml"}) {
+    const std::string path = std::string(FREEHOLD_SOURCE_DIR) + "/configs/" + name;
+    EXPECT_NO_THROW(load_run_config(path)) << path;
+    ++parsed;
+  }
+  EXPECT_EQ(parsed, 3);
+}
+
+}  // namespace
+}  // namespace freehold::launch
