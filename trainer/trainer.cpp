@@ -244,7 +244,7 @@ void Trainer::setup() {
     std::error_code ec;
     fs::remove(fs::path(o.dir) / "metrics.jsonl", ec);
   }
-  if (o.tensorboard) core::log_info("output.tensorboard: event files are not written yet; metrics.jsonl has every value");
+  if (o.tensorboard) tensorboard_ = std::make_unique<TensorBoardWriter>(o.dir);
   install_stop_handlers();
 }
 
@@ -362,6 +362,11 @@ void Trainer::evaluate() {
   record["eval_ppl"] = std::exp(loss);
   record["eval_tokens"] = targets;
   append_metrics(record);
+  if (tensorboard_) {
+    tensorboard_->add_scalar("eval/loss", loss, step_);
+    tensorboard_->add_scalar("eval/perplexity", std::exp(loss), step_);
+    tensorboard_->flush();
+  }
 }
 
 // ─── checkpoints ─────────────────────────────────────────────────────────────────────────────────────────────────
@@ -577,6 +582,14 @@ void Trainer::log_step(const StepResult& r) {
   record["skipped"] = skipped_steps_;
   if (spike) record["loss_spike"] = true;
   append_metrics(record);
+  if (tensorboard_) {
+    if (std::isfinite(r.loss)) tensorboard_->add_scalar("train/loss", r.loss, step_);
+    tensorboard_->add_scalar("train/lr", r.lr, step_);
+    if (std::isfinite(r.grad_norm)) tensorboard_->add_scalar("train/grad_norm", r.grad_norm, step_);
+    tensorboard_->add_scalar("train/tokens_per_s", tokens_per_s, step_);
+    tensorboard_->add_scalar("train/skipped_steps", static_cast<double>(skipped_steps_), step_);
+    tensorboard_->flush();
+  }
 }
 
 // ─── the end ─────────────────────────────────────────────────────────────────────────────────────────────────────

@@ -26,6 +26,7 @@
 #include "nlohmann/json.hpp"
 #include "trainer/adamw.h"
 #include "trainer/lr_schedule.h"
+#include "trainer/tensorboard.h"
 #include "trainer/train_options.h"
 
 namespace freehold::trainer {
@@ -104,6 +105,7 @@ class Trainer {
   std::unique_ptr<data::Tokenizer> tokenizer_;  // outlives the sources that tokenize with it
   std::unique_ptr<data::BatchSource> train_source_;
   std::unique_ptr<data::BatchSource> eval_source_;
+  std::unique_ptr<TensorBoardWriter> tensorboard_;  // with output.tensorboard
   LrScheduleOptions schedule_;
   int64_t total_steps_ = 0;
 
