@@ -19,6 +19,7 @@ targets=(
   safetensors_header_fuzz:safetensors
   safetensors_index_fuzz:safetensors_index
   tokenizer_json_fuzz:tokenizer_json
+  jsonl_record_fuzz:jsonl_record
 )
 
 log() { printf '[fuzz] %s\n' "$*" >&2; }
