@@ -120,6 +120,43 @@ TEST(TrainerTest, OverfitsOneBatch) {
   EXPECT_TRUE(fs::exists(c.output.dir + "/config.yaml"));
 }
 
+// precision bf16: a bf16 base and bf16 compute, fp32 adapters and AdamW state; eval every 2 steps.
+TEST(TrainerTest, Bf16BaseWithFp32AdaptersAndEval) {
+  Fixture f = make_fixture("trainer_bf16", 8);
+  TrainerConfig c = make_config(f, "run");
+  c.model.dtype = core::DType::kBF16;
+  c.train.precision = core::DType::kBF16;
+  c.train.max_steps = 4;
+  c.train.eval_every = 2;
+  c.train.eval_batches = 2;
+  c.data.eval = c.data.train;
+  c.output.save_every = 0;
+  c.output.tensorboard = true;
+  Trainer t(c);
+  t.setup();
+  t.train();
+  t.finish();
+  for (const io::NamedTensor& p : t.adapters().parameters()) EXPECT_EQ(p.tensor.scalar_type(), at::kFloat) << p.name;
+  int evals = 0;
+  std::ifstream in(c.output.dir + "/metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (j.contains("eval_loss")) {
+      ++evals;
+      EXPECT_GT(j["eval_loss"].get<double>(), 0.0);
+      EXPECT_NEAR(j["eval_ppl"].get<double>(), std::exp(j["eval_loss"].get<double>()), 1e-9);
+    }
+  }
+  EXPECT_EQ(evals, 2);
+  EXPECT_EQ(losses(c.output.dir).size(), 4u);
+  bool events = false;
+  for (const auto& e : fs::directory_iterator(c.output.dir)) {
+    events |= e.path().filename().string().rfind("events.out.tfevents.", 0) == 0;
+  }
+  EXPECT_TRUE(events);
+}
+
 TEST(TrainerTest, ResumeIsBitExact) {
   Fixture f = make_fixture("trainer_resume", 12);
   TrainerConfig whole = make_config(f, "whole");
