@@ -21,6 +21,7 @@ debian_packages=(
   ccache
   clang libclang-rt-dev
   python3 python3-venv
+  time
 )
 
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
