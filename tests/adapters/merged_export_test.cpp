@@ -8,6 +8,8 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/allclose.h>
+#include <ATen/ops/equal.h>
+#include <ATen/ops/ones.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/randn.h>
 #include <ATen/ops/tensor.h>
@@ -210,6 +212,32 @@ TEST(MergedExportTest, OutputRulesAndOverwrite) {
     } catch (const core::UsageError& e) {
       EXPECT_NE(std::string(e.what()).find("replace the input"), std::string::npos) << e.what();
     }
+  }
+}
+
+TEST(MergedExportTest, TensorNamesAreNeverPaths) {
+  // S19: a base tensor named like a path is exported under that name, inside a shard, and creates no file.
+  const std::string base = make_base("export_path_names");
+  const std::string evil = "../../escaped/model.safetensors";
+  {
+    io::WeightFiles files = io::WeightFiles::open_model_dir(base);
+    std::vector<io::NamedTensor> tensors;
+    for (const std::string& name : files.names()) tensors.push_back({name, files.read_copy(name)});
+    tensors.push_back({evil, at::ones({3})});
+    io::save_safetensors(base + "/model.safetensors", tensors);
+  }
+  const std::string parent = make_temp_dir("export_out");
+  MergedExportOptions o = options_for(base, lora_dir(), parent + "/a/b");
+  o.max_shard_bytes = 20'000;  // shards too, so the name also goes through the index
+  export_merged_model(o);
+  EXPECT_EQ(leftovers(parent), std::vector<std::string>{"a"});
+  EXPECT_EQ(leftovers(parent + "/a"), std::vector<std::string>{"b"});
+  io::WeightFiles out = io::WeightFiles::open_model_dir(parent + "/a/b");
+  ASSERT_TRUE(out.contains(evil));
+  EXPECT_TRUE(at::equal(out.tensor(evil), at::ones({3})));
+  for (const std::string& file : leftovers(parent + "/a/b")) {
+    EXPECT_TRUE(file == "config.json" || file == "model.safetensors.index.json" ||
+                file.rfind("model-", 0) == 0) << file;
   }
 }
 
