@@ -247,6 +247,32 @@ TEST(TrainerTest, RefusesCheckpointsThatDoNotFit) {
   } catch (const core::UsageError& e) {
     EXPECT_NE(std::string(e.what()).find("adapter r: checkpoint 4, config 8"), std::string::npos) << e.what();
   }
+  // Another base (C12): refused, naming both.
+  TrainerConfig other_base = c;
+  other_base.model.path = f.root + "/model2";
+  fs::create_directories(other_base.model.path);
+  model::testing::write_checkpoint(other_base.model.path,
+                                   model::testing::llama_config_json(32, 16, 48, 2, 4, 2, "float32"), at::kFloat, 7);
+  try {
+    Trainer t(other_base);
+    t.setup();
+    FAIL() << "resumed on another base";
+  } catch (const core::UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("base model: checkpoint trained"), std::string::npos) << e.what();
+  }
+  // Other targets: refused, naming them.
+  TrainerConfig other_targets = c;
+  other_targets.adapter.target_modules = {"q_proj", "v_proj"};
+  try {
+    Trainer t(other_targets);
+    t.setup();
+    FAIL() << "resumed with other targets";
+  } catch (const core::UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("adapter target_modules: checkpoint [down_proj, q_proj, v_proj], config "
+                                         "[q_proj, v_proj]"),
+              std::string::npos)
+        << e.what();
+  }
   // Adapter-only checkpoint: optimizer.safetensors not in the manifest (C15).
   const std::string ck = c.output.dir + "/checkpoints/step-000002";
   auto manifest = nlohmann::json::parse(core::read_file(ck + "/manifest.json"));
