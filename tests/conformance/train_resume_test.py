@@ -1,7 +1,9 @@
 """Resume at the process level (issue 5, RELIABILITY.md C1, C2, C4, C13, D9): `freehold train` stopped by SIGUSR1 at
 an arbitrary step, or killed with SIGKILL at arbitrary moments (with save_every 1 much of each step is a checkpoint write),
 then started again with resume: auto, ends with the same loss lines and bit-identical adapter weights and optimizer
-state as one uninterrupted run. fp32 on the CPU, dropout on (so the RNG streams must be restored too).
+state as one uninterrupted run. fp32 on the CPU, dropout on (so the RNG streams must be restored too). The first
+two use the testing-only batch file; LoaderResumeTest resumes through data/'s loader (text source, shuffled) across
+epoch boundaries.
 
     FREEHOLD_BIN=build/bin/freehold .venv/bin/python -m unittest -v tests/conformance/train_resume_test.py
 """
@@ -137,6 +139,36 @@ class TrainResumeTest(unittest.TestCase):
         self.assert_same_as_whole(run)
         leftovers = [p.name for p in (run / "checkpoints").iterdir() if p.name.startswith(".tmp")]
         self.assertEqual(leftovers, [])
+
+
+class LoaderResumeTest(unittest.TestCase):
+    """The same through data/'s loader (text, shuffled, dropout on) across epoch boundaries (C13, C14): a run
+    resumed from the uninterrupted run's step-4 checkpoint gives the same steps 5-8, bit for bit."""
+
+    def test_resume_from_a_mid_run_checkpoint(self):
+        if not FREEHOLD_BIN.exists():
+            raise AssertionError(f"{FREEHOLD_BIN} is missing: build the freehold target first")
+        work = WORK / "train_resume_loader"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        model = work / "tiny-llama"
+        subprocess.run([sys.executable, str(REPO / "examples" / "demo_reference.py"), "prepare", "--text",
+                        str(REPO / "examples" / "data" / "pride_and_prejudice_ch1.txt"), "--out", str(model)],
+                       check=True, capture_output=True)
+        common = [str(REPO / "configs" / "tiny_cpu.yaml"), f"model.path={model}", "train.max_steps=8",
+                  "train.warmup_steps=2", "output.save_every=4", "output.keep_last=5", "output.log_every=1",
+                  "output.tensorboard=false", "data.shuffle=true", "adapter.dropout=0.1"]
+        whole, part = work / "whole", work / "part"
+        for out in (whole, part):
+            if out == part:
+                (part / "checkpoints").mkdir(parents=True)
+                shutil.copytree(whole / "checkpoints" / "step-000004", part / "checkpoints" / "step-000004")
+            proc = subprocess.run([str(FREEHOLD_BIN), "train", *common, f"output.dir={out}"], capture_output=True,
+                                  text=True, cwd=REPO)
+            self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+        self.assertEqual(losses(part), losses(whole)[4:])
+        for rel in ("adapter/adapter_model.safetensors", "checkpoints/step-000008/optimizer.safetensors"):
+            self.assertEqual((whole / rel).read_bytes(), (part / rel).read_bytes(), rel)
 
 
 if __name__ == "__main__":
