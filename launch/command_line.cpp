@@ -134,6 +134,8 @@ ParsedArgs parse_command_line(std::string_view command_view, const std::vector<F
     }
     parsed.positionals_.push_back(arg);
   }
+  // `--help` asks for the options: it is answered even when required flags or positionals are missing.
+  if (parsed.has("help")) return parsed;
   for (const FlagSpec& spec : specs) {
     if (spec.required && !parsed.has(spec.name)) {
       throw core::UsageError(absl::StrCat(command, ": --", spec.name, " ", spec.value_name,

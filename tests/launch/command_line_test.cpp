@@ -58,6 +58,13 @@ TEST(CommandLineTest, ErrorsNameTheFlagTheValueAndAHint) {
   }
 }
 
+TEST(CommandLineTest, HelpIsAnsweredWithoutTheRequiredArguments) {
+  const std::vector<FlagSpec> flags = {{"model", "DIR", "model", true}, {"help", "", "show this help"}};
+  ParsedArgs a = parse_command_line("score", flags, {"--help"}, 1, 1);  // no --model, no positional
+  EXPECT_TRUE(a.has("help"));
+  EXPECT_THROW(parse_command_line("score", flags, {}, 0, 0), core::UsageError);
+}
+
 TEST(CommandLineTest, ClosestMatchOnlySuggestsLikelyTypos) {
   EXPECT_EQ(closest_match("socre", {"score", "inspect", "train"}), "score");
   EXPECT_FALSE(closest_match("banana", {"score", "inspect", "train"}).has_value());
