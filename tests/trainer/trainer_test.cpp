@@ -355,6 +355,28 @@ TEST(TrainerTest, NonFiniteStepsAreSkippedThenStopTheRun) {
   EXPECT_EQ(a.step(), 1);
 }
 
+// A write that fails mid-checkpoint (ENOSPC, EIO at write, fsync or close all surface as SystemError): no marker,
+// no temporary left behind, the previous checkpoint still the newest committed one (C5, C6, C9).
+TEST(TrainerTest, FailedCheckpointWriteLeavesThePreviousOne) {
+  const std::string ck = model::testing::make_temp_dir("trainer_enospc") + "/checkpoints";
+  auto write = [](const std::string& dir) { core::write_file_atomic(dir + "/trainer_state.json", "{}"); };
+  commit_checkpoint(ck, 1, write, 1);
+  EXPECT_THROW(commit_checkpoint(
+                   ck, 2,
+                   [&](const std::string& dir) {
+                     write(dir);
+                     throw core::SystemError("write " + dir + "/optimizer.safetensors", ENOSPC);
+                   },
+                   1),
+               core::SystemError);
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(ck)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"LATEST", "step-000001"}));
+  EXPECT_EQ(check_checkpoint(ck + "/step-000001"), "");
+  EXPECT_EQ(find_latest_checkpoint(ck), ck + "/step-000001");
+}
+
 TEST(TrainerTest, NewerCheckpointFormatIsRefusedWithItsVersion) {
   Fixture f = make_fixture("trainer_version", 8);
   const std::string dir = f.root + "/checkpoints/step-000001";
