@@ -273,6 +273,17 @@ TEST(TrainerTest, RefusesCheckpointsThatDoNotFit) {
               std::string::npos)
         << e.what();
   }
+  // A changed hyperparameter is allowed, with a warning naming it and both values (C12).
+  TrainerConfig new_lr = c;
+  new_lr.train.lr = 5e-3;
+  {
+    Trainer t(new_lr);
+    testing::internal::CaptureStderr();
+    t.setup();
+    const std::string log = testing::internal::GetCapturedStderr();
+    EXPECT_NE(log.find("resume: lr changed from 0.01 to 0.005"), std::string::npos) << log;
+    EXPECT_EQ(t.step(), 2);
+  }
   // Adapter-only checkpoint: optimizer.safetensors not in the manifest (C15).
   const std::string ck = c.output.dir + "/checkpoints/step-000002";
   auto manifest = nlohmann::json::parse(core::read_file(ck + "/manifest.json"));
