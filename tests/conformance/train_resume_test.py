@@ -2,8 +2,8 @@
 an arbitrary step, or killed with SIGKILL at arbitrary moments (with save_every 1 much of each step is a checkpoint write),
 then started again with resume: auto, ends with the same loss lines and bit-identical adapter weights and optimizer
 state as one uninterrupted run. fp32 on the CPU, dropout on (so the RNG streams must be restored too). The first
-two use the testing-only batch file; LoaderResumeTest resumes through data/'s loader (text source, shuffled) across
-epoch boundaries.
+two use the testing-only batch file; LoaderResumeTest resumes through data/'s loader (configs/tiny-cpu.yaml: packed
+text, shuffled) across epoch boundaries.
 
     FREEHOLD_BIN=build/bin/freehold .venv/bin/python -m unittest -v tests/conformance/train_resume_test.py
 """
@@ -155,9 +155,10 @@ class LoaderResumeTest(unittest.TestCase):
         subprocess.run([sys.executable, str(REPO / "examples" / "demo_reference.py"), "prepare", "--text",
                         str(REPO / "examples" / "data" / "pride_and_prejudice_ch1.txt"), "--out", str(model)],
                        check=True, capture_output=True)
-        common = [str(REPO / "configs" / "tiny_cpu.yaml"), f"model.path={model}", "train.max_steps=8",
-                  "train.warmup_steps=2", "output.save_every=4", "output.keep_last=5", "output.log_every=1",
-                  "output.tensorboard=false", "data.shuffle=true", "adapter.dropout=0.1"]
+        common = [str(REPO / "configs" / "tiny-cpu.yaml"), f"model.path={model}", "train.max_steps=8",
+                  "train.warmup_steps=2", "train.grad_accum_steps=2", "output.save_every=4", "output.keep_last=5",
+                  "output.log_every=1", "output.tensorboard=false", "data.shuffle=true", "adapter.dropout=0.1",
+                  "resume=auto"]
         whole, part = work / "whole", work / "part"
         for out in (whole, part):
             if out == part:
