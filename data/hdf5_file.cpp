@@ -264,7 +264,11 @@ Handle create_extendible(hid_t file, const std::string& path, const char* name, 
 
 TokenFileWriter::TokenFileWriter(const std::string& path) : path_(path) {
   auto guard = lock();
-  file_ = Handle(check_id(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
+  // The 1.10 file format: superblock v3, object headers v2 and chunk indexes with checksums, so corrupt metadata
+  // is detected by a checksum instead of being interpreted (h5py, and any HDF5 1.10 or later, read it).
+  Handle fapl(check_id(H5Pcreate(H5P_FILE_ACCESS), path));
+  check(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V110, H5F_LIBVER_LATEST), path);
+  file_ = Handle(check_id(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()),
                           absl::StrCat("creating ", path, " (on a filesystem without flock, such as some NFS mounts, "
                                        "set HDF5_USE_FILE_LOCKING=FALSE)")));
   tokens_ = create_extendible(file_.get(), path_, "tokens", H5T_STD_I32LE, kTokenChunk);
