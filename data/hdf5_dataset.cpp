@@ -144,12 +144,13 @@ class RowSource : public DocumentSource {
 
 std::unique_ptr<DocumentSource> open_hdf5_source(const std::string& path, int64_t vocab_limit) {
   auto file = std::make_unique<hdf5::ReadFile>(path);
-  std::optional<std::string> format = file->string_attribute("format");
-  if (format == kPreparedFormat) return std::make_unique<PreparedSource>(std::move(file), vocab_limit);
-  if (file->has_dataset("/input_ids")) return std::make_unique<RowSource>(std::move(file), vocab_limit);
-  if (format) {
-    throw core::FormatError(absl::StrCat(path, ": attribute format is \"", *format, "\"; expected \"", kPreparedFormat, "\""));
+  if (file->has_dataset("/tokens")) {
+    std::optional<std::string> format = file->string_attribute("format");
+    if (format == kPreparedFormat) return std::make_unique<PreparedSource>(std::move(file), vocab_limit);
+    throw core::FormatError(absl::StrCat(path, ": attribute format is ", format ? absl::StrCat("\"", *format, "\"") : "missing",
+                                         "; expected \"", kPreparedFormat, "\" (make the file with `freehold prepare`)"));
   }
+  if (file->has_dataset("/input_ids")) return std::make_unique<RowSource>(std::move(file), vocab_limit);
   throw core::FormatError(absl::StrCat(path, ": neither a prepared dataset (format=\"", kPreparedFormat,
                                        "\", /tokens, /doc_offsets) nor rows of /input_ids [S, T]; make one with "
                                        "`freehold prepare`"));

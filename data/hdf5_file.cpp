@@ -211,14 +211,9 @@ std::optional<std::string> ReadFile::string_attribute(const std::string& name) c
   htri_t variable = H5Tis_variable_str(type.get());
   check(variable, where);
   if (variable > 0) {
-    Handle memory(check_id(H5Tcopy(H5T_C_S1), where));
-    check(H5Tset_size(memory.get(), H5T_VARIABLE), where);
-    check(H5Tset_cset(memory.get(), H5Tget_cset(type.get())), where);
-    char* value = nullptr;
-    check(H5Aread(attribute.get(), memory.get(), &value), where);
-    std::string out = value != nullptr ? value : "";
-    H5free_memory(value);
-    return out;
+    // Never read from the global heap (no checksum; libhdf5 1.10 crashes on some corrupt ones).
+    throw core::FormatError(absl::StrCat(where, " is a variable-length string; freehold prepare writes fixed-length "
+                                         "ones (was this file made by another tool?)"));
   }
   size_t size = H5Tget_size(type.get());
   if (size == 0 || size > (1 << 20)) throw core::FormatError(absl::StrCat(where, " has size ", size));
@@ -317,13 +312,16 @@ void TokenFileWriter::flush() {
 void TokenFileWriter::set_string_attribute(const std::string& name, const std::string& value) {
   auto guard = lock();
   const std::string where = absl::StrCat(path_, ": attribute ", name);
+  // Fixed-length: stored in the (checksummed) object header. A variable-length string would live in the global
+  // heap, which has no checksum, and libhdf5 1.10 crashes on some corrupt global heaps.
+  std::string padded = value.empty() ? std::string(1, '\0') : value;
   Handle type(check_id(H5Tcopy(H5T_C_S1), where));
-  check(H5Tset_size(type.get(), H5T_VARIABLE), where);
+  check(H5Tset_size(type.get(), padded.size()), where);
+  check(H5Tset_strpad(type.get(), H5T_STR_NULLPAD), where);
   check(H5Tset_cset(type.get(), H5T_CSET_UTF8), where);
   Handle space(check_id(H5Screate(H5S_SCALAR), where));
   Handle attribute(check_id(H5Acreate2(file_.get(), name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), where));
-  const char* pointer = value.c_str();
-  check(H5Awrite(attribute.get(), type.get(), &pointer), where);
+  check(H5Awrite(attribute.get(), type.get(), padded.data()), where);
 }
 
 void TokenFileWriter::set_int_attribute(const std::string& name, int64_t value) {
