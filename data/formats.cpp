@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/error.h"
+#include "core/json_depth.h"
 #include "core/utf8.h"
 #include "nlohmann/json.hpp"
 
@@ -53,26 +54,6 @@ ParsedRecord reject(RejectReason reason, std::string detail) {
   return out;
 }
 
-// The deepest nesting of arrays and objects outside strings; the parser recurses, so this bounds its stack.
-int json_depth(std::string_view text) {
-  int depth = 0, deepest = 0;
-  bool in_string = false;
-  for (size_t i = 0; i < text.size(); ++i) {
-    char c = text[i];
-    if (in_string) {
-      if (c == '\\') ++i;
-      else if (c == '"') in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      deepest = std::max(deepest, ++depth);
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return deepest;
-}
-
 bool is_blank(std::string_view line) { return line.find_first_not_of(" \t\r\n\f\v") == std::string_view::npos; }
 
 // Reads a required string field; nullopt (with *error set) when missing or not a string.
@@ -108,7 +89,7 @@ ParsedRecord parse_record(std::string_view line, InputFormat format, bool jsonl)
     out.record.emplace().text = std::string(line);
     return out;
   }
-  if (json_depth(line) > kMaxJsonDepth) {
+  if (core::json_depth(line) > kMaxJsonDepth) {
     return reject(RejectReason::kMalformedJson, absl::StrCat("JSON nested deeper than ", kMaxJsonDepth));
   }
   // Duplicate keys: the library would silently keep the last; a record that says two things is refused.

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/error.h"
+#include "core/json_depth.h"
 #include "core/file.h"
 #include "core/utf8.h"
 #include "data/bpe_model.h"
@@ -13,28 +14,6 @@
 #include "data/tokenizer_json.h"
 
 namespace freehold::data {
-namespace {
-
-// The deepest nesting of arrays and objects in `text`, counted outside strings. Checked before parsing so no
-// recursive step (parser, destructor, reader) ever sees a deeply nested document.
-int json_depth(std::string_view text) {
-  int depth = 0, deepest = 0;
-  bool in_string = false;
-  for (size_t i = 0; i < text.size(); ++i) {
-    char c = text[i];
-    if (in_string) {
-      if (c == '\\') ++i;
-      else if (c == '"') in_string = false;
-      continue;
-    }
-    if (c == '"') in_string = true;
-    else if (c == '[' || c == '{') deepest = std::max(deepest, ++depth);
-    else if (c == ']' || c == '}') --depth;
-  }
-  return deepest;
-}
-
-}  // namespace
 
 Tokenizer::Tokenizer() = default;
 Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
@@ -50,7 +29,7 @@ Tokenizer Tokenizer::from_json_text(std::string_view json_text, const std::strin
   if (json_text.size() > kMaxFileBytes) {
     fail_at(root, absl::StrCat("is ", json_text.size(), " bytes; a tokenizer.json is at most ", kMaxFileBytes));
   }
-  if (int depth = json_depth(json_text); depth > kMaxJsonDepth) {
+  if (int depth = core::json_depth(json_text); depth > kMaxJsonDepth) {
     fail_at(root, absl::StrCat("nests arrays and objects ", depth, " deep; at most ", kMaxJsonDepth));
   }
   Json json;
