@@ -1,6 +1,7 @@
 # The newcomer's entry points. Each target installs what is missing first (scripts/bootstrap.sh is idempotent).
 #   make demo   generate a tiny model and run freehold end to end on it
 #   make test   build and run the whole test suite (unit, conformance against transformers, ...)
+#   make bench  freehold against HF PEFT on the same training work (ARGS=--quick: under 10 minutes)
 BUILD_DIR ?= build
 CUDA_BUILD_DIR ?= build-cuda
 JOBS ?= $(shell nproc)
@@ -8,7 +9,7 @@ FUZZ_SECONDS ?= 60
 CMAKE_FLAGS ?=
 CTEST_FLAGS ?=
 
-.PHONY: all bootstrap configure build test demo build-cuda fuzz clean
+.PHONY: all bootstrap configure build test demo build-cuda fuzz bench clean
 
 all: build
 
@@ -28,6 +29,12 @@ test: build
 demo: configure
 	@cmake --build $(BUILD_DIR) -j$(JOBS) --target freehold
 	@bash scripts/demo.sh $(BUILD_DIR)
+
+# freehold against HF transformers + PEFT on the same work (bench/run.py): training tokens/s, step split, peak RSS,
+# MFU; export and prepare. Writes bench/results/<date>.json and docs/benchmarks.md. ARGS=--quick: under 10 minutes.
+bench: configure
+	@cmake --build $(BUILD_DIR) -j$(JOBS) --target freehold
+	@.venv/bin/python bench/run.py --freehold $(BUILD_DIR)/bin/freehold --work $(BUILD_DIR)/bench $(ARGS)
 
 # Compile and link the CUDA variant (kernels for sm_80 and sm_90); runs only where a GPU is.
 build-cuda: bootstrap

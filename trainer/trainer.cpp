@@ -29,8 +29,10 @@
 #include "trainer/checkpoint.h"
 #include "trainer/grad_clip.h"
 #include "trainer/loss.h"
+#include "trainer/loss_plot.h"
 #include "core/sha256.h"
 #include "data/batch_source.h"
+#include "data/data_fingerprint.h"
 #include "trainer/token_batches.h"
 
 namespace freehold::trainer {
@@ -164,7 +166,8 @@ std::unique_ptr<data::BatchSource> open_batch_source(const data::DataOptions& op
     tokenizer = std::make_unique<data::Tokenizer>(data::Tokenizer::load(path));
   }
   // World size 1 is rank 0 of 1; the multi-rank issue passes the World's rank and size here.
-  return data::open_batch_source(options, *tokenizer, micro_batch_size, seed, /*rank=*/0, /*world_size=*/1, eval);
+  return data::open_batch_source(options, *tokenizer, micro_batch_size, seed, /*rank=*/0, /*world_size=*/1, eval,
+                                 vocab_size);
 }
 
 // ─── set-up ──────────────────────────────────────────────────────────────────────────────────────────────────────
@@ -308,7 +311,10 @@ Trainer::StepResult Trainer::train_step() {
   StepResult r;
   const double factor = lr_factor(schedule_, step_);
   r.lr = t.lr * factor;
+  StepTimer timer;
+  timer.start();
 
+  timer.enter(StepPhase::kData);
   std::vector<data::Batch> micro;
   for (int64_t i = 0; i < t.grad_accum_steps; ++i) micro.push_back(next_batch());
   for (const data::Batch& b : micro) {
@@ -321,17 +327,23 @@ Trainer::StepResult Trainer::train_step() {
   double loss_sum = 0;
   for (const data::Batch& b : micro) {
     if (b.num_target_tokens == 0) continue;  // contributes exactly 0 (R7)
-    at::Tensor logits = model_->forward({b.input_ids, b.position_ids, b.segment_ids});  // (B, T, V)
-    at::Tensor loss = micro_batch_loss(logits, b.labels, step_targets);
+    timer.enter(StepPhase::kForward);
+    // The LM head and the loss together (trainer/loss.h): with fused kernels the (B, T, V) logits never exist whole.
+    at::Tensor loss = model_sum_cross_entropy(*model_, {b.input_ids, b.position_ids, b.segment_ids}, b.labels,
+                                              config_.model.fused_kernels) /
+                      static_cast<double>(std::max<int64_t>(1, step_targets));
+    timer.enter(StepPhase::kBackward);
     loss.backward();
     loss_sum += loss.item<double>();
   }
   r.loss = loss_sum;
+  timer.enter(StepPhase::kOptimizer);
   r.grad_norm = clip_grad_norm(optimizer_->params(), t.max_grad_norm);
   // Collective in the multi-rank issue: every rank must agree that the step is finite (N1, N2).
   r.applied = std::isfinite(r.loss) && std::isfinite(r.grad_norm);
   if (r.applied) optimizer_->step(t.lr, factor);
   optimizer_->zero_grad();
+  r.times = timer.stop();
   return r;
 }
 
@@ -348,8 +360,9 @@ void Trainer::evaluate() {
     std::optional<data::Batch> b = eval_source_->next();
     if (!b) break;
     if (b->num_target_tokens == 0) continue;
-    at::Tensor logits = model_->forward({b->input_ids, b->position_ids, b->segment_ids});
-    nll += sum_cross_entropy(logits, b->labels).item<double>();
+    nll += model_sum_cross_entropy(*model_, {b->input_ids, b->position_ids, b->segment_ids}, b->labels,
+                                   config_.model.fused_kernels)
+               .item<double>();
     targets += b->num_target_tokens;
   }
   adapters_->set_training(true);
@@ -407,6 +420,7 @@ json Trainer::trainer_state() const {
   s["consecutive_nonfinite"] = consecutive_nonfinite_;
   const data::DataPosition pos = train_source_->position();
   s["data_position"] = {{"epoch", pos.epoch}, {"sample_index", pos.sample_index}};
+  s["data_fingerprints"] = data::fingerprint_sources(config_.data.train);  // checked on resume (R9)
   json rng;
   rng["cpu"] = to_hex(at::detail::getDefaultCPUGenerator().get_state());
   s["rng"] = rng;
@@ -479,6 +493,8 @@ void Trainer::resume_from(const std::string& dir) {
                                         absl::StrJoin(problems, "\n  "),
                                         "\nUse the config it was trained with, another output.dir, or resume: never"));
   }
+  // The data position means something only for the same data (R9): changed data is refused.
+  data::check_resume_data(s, config_.data.train, state_path);
   // Hyperparameter changes are allowed, with a warning each (C12).
   const nlohmann::json saved_h = s.at("hyperparameters");
   const nlohmann::json now_h = nlohmann::json::parse(hyperparameters().dump());
@@ -580,6 +596,7 @@ void Trainer::log_step(const StepResult& r) {
   record["tokens_per_s"] = tokens_per_s;
   record["elapsed_s"] = elapsed_before_s_ + elapsed_now;
   record["skipped"] = skipped_steps_;
+  record["time_s"] = step_times_json(r.times);
   if (spike) record["loss_spike"] = true;
   append_metrics(record);
   if (tensorboard_) {
@@ -613,6 +630,12 @@ void Trainer::finish() {
       core::log_info("merged model written to ", merge.out_dir, " (", summary.merged, " of ", summary.tensors,
                      " tensors merged, ", std::string(core::dtype_name(summary.dtype)), ")");
     }
+  }
+  // The loss curve is a convenience: a run whose weights are saved does not fail over its picture.
+  try {
+    core::log_info("loss curve written to ", write_loss_curve(o.dir));
+  } catch (const std::exception& e) {
+    core::log_warning("no loss curve: ", e.what());
   }
   restore_stop_handlers();
 }

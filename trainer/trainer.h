@@ -26,6 +26,7 @@
 #include "nlohmann/json.hpp"
 #include "trainer/adamw.h"
 #include "trainer/lr_schedule.h"
+#include "trainer/step_timer.h"
 #include "trainer/tensorboard.h"
 #include "trainer/train_options.h"
 
@@ -86,6 +87,7 @@ class Trainer {
     int64_t tokens = 0;      // input tokens of the step
     int64_t targets = 0;     // target tokens of the step
     bool applied = false;    // false: non-finite loss or gradient, update skipped
+    StepTimes times;         // wall time per phase (metrics "time_s")
   };
 
   StepResult train_step();

@@ -1,0 +1,295 @@
+#!/usr/bin/env python3
+"""`make bench`: freehold against HF transformers + PEFT on the same work, in one run (issue 9).
+
+Runs, in order:
+  1. training steps, side by side (bench/train_bench.py): tokens/s, the step split into data / forward /
+     backward / comm / optimizer, peak RSS and MFU of each side, over a grid of model shapes, sequence lengths,
+     precisions and thread counts;
+  2. export against PEFT merge_and_unload + save_pretrained (bench/export_bench.py, which rewrites its own
+     section of docs/benchmarks.md);
+  3. prepare against tokenizers' encode_batch (bench/prepare_bench.py);
+  4. 1 against 2 ranks on the same global batch (bench/dist_bench.py), when that script exists.
+Then writes bench/results/<date>.json (<date>-quick.json with --quick) with the versions of torch, transformers
+and peft, the machine and the commit, and rewrites the training section of docs/benchmarks.md (table, step
+split and docs/benchmarks-train[-quick].svg). Other sections of the page are left as they are.
+
+    .venv/bin/python bench/run.py [--quick] [--freehold build/bin/freehold] [--only train|export|prepare|dist ...]
+    make bench [ARGS=--quick]
+
+--quick: SmolLM2-135M's shape, seq 512, fp32 and bf16, 2 threads, small export/prepare runs (under 10 minutes).
+The full grid (SmolLM2-135M and Qwen2.5-0.5B shapes, seq 512 and 2048, fp32 and bf16, 1 and 2 threads) takes
+hours on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import train_bench  # noqa: E402
+
+REPO = train_bench.REPO
+DOCS = REPO / "docs" / "benchmarks.md"
+
+
+def machine() -> dict:
+    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                if l.startswith("model name")), platform.processor())
+    mem = next(int(l.split()[1]) * 1024 for l in Path("/proc/meminfo").read_text().splitlines()
+               if l.startswith("MemTotal"))
+    import peft
+    import torch
+    import transformers
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    return {"cpu": cpu, "cpus_available": len(os.sched_getaffinity(0)), "memory_bytes": mem,
+            "os": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "peft": peft.__version__,
+            "freehold_commit": commit + ("+local changes" if dirty else "")}
+
+
+# ─── the other benches, as subprocesses ─────────────────────────────────────────────────────────────────────────
+
+def run_script(script: str, args: list[str]) -> dict:
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / script), *args], capture_output=True, text=True)
+    out = {"command": f"bench/{script} {' '.join(args)}".strip(), "returncode": proc.returncode,
+           "wall_s": time.perf_counter() - start}
+    if proc.returncode != 0:
+        out["stderr_tail"] = proc.stderr[-2000:]
+        print(f"bench/{script} failed ({proc.returncode}):\n{proc.stderr[-2000:]}", file=sys.stderr)
+    return out
+
+
+def newest_result(suffix: str) -> dict | None:
+    files = sorted((REPO / "bench" / "results").glob(f"*-{suffix}.json"), key=lambda p: p.stat().st_mtime)
+    return json.loads(files[-1].read_text()) if files else None
+
+
+def run_export(args) -> dict:
+    out = run_script("export_bench.py", ["--reps", "1" if args.quick else "3", "--freehold", str(args.freehold),
+                                         "--work", str(args.work), "--update-docs"])
+    if out["returncode"] == 0:
+        r = newest_result("export")
+        out.update({k: r[k] for k in ("time_ratio", "cpu_ratio", "rss_ratio")})
+        out["freehold"] = {k: r["freehold"][k] for k in ("wall_s_median", "peak_rss_bytes_median")}
+        out["peft"] = {k: r["peft"][k] for k in ("wall_s_median", "peak_rss_bytes_median")}
+    return out
+
+
+def run_prepare(args) -> dict:
+    extra = ["--megabytes", "5", "--reps", "1"] if args.quick else ["--megabytes", "20", "--reps", "3"]
+    out = run_script("prepare_bench.py", [*extra, "--threads", "2", "--freehold", str(args.freehold)])
+    if out["returncode"] == 0:
+        out["results"] = newest_result("prepare")
+    return out
+
+
+def run_dist(args) -> dict | None:
+    script = REPO / "bench" / "dist_bench.py"
+    if not script.exists():
+        return None
+    help_text = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True).stdout
+    extra = []
+    if "--quick" in help_text and args.quick:
+        extra.append("--quick")
+    if "--freehold" in help_text:
+        extra += ["--freehold", str(args.freehold)]
+    out = run_script("dist_bench.py", extra)
+    if out["returncode"] == 0:
+        out["results"] = newest_result("dist")
+    return out
+
+
+# ─── docs ───────────────────────────────────────────────────────────────────────────────────────────────────────
+
+def svg_chart(cases: list[dict], title: str) -> str:
+    """Two panels of horizontal bars, one row per grid point: tokens/s and peak RSS, freehold ÷ PEFT, with the
+    issue's targets (1.5× and 0.6×) and parity drawn as lines. Hand-written SVG: no plotting dependency."""
+    row_h, label_w, panel_w, gap, top = 22, 210, 300, 40, 46
+    height = top + row_h * len(cases) + 36
+    width = label_w + 2 * panel_w + gap + 20
+    panels = [("tokens/s, freehold ÷ PEFT (higher is better)", "speedup", 1.5, "#2b7bba"),
+              ("peak RSS, freehold ÷ PEFT (lower is better)", "rss_ratio", 0.6, "#d9822b")]
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+           'font-size="12">', f'<rect width="{width}" height="{height}" fill="white"/>',
+           f'<text x="10" y="18" font-size="14" font-weight="bold">{title}</text>']
+    for i, (name, key, target, color) in enumerate(panels):
+        x0 = label_w + i * (panel_w + gap)
+        vmax = max(max(c[key] for c in cases), target, 1.0) * 1.15
+        scale = panel_w / vmax
+        out.append(f'<text x="{x0}" y="{top - 10}">{name}</text>')
+        for j, c in enumerate(cases):
+            y = top + j * row_h
+            w = c[key] * scale
+            out.append(f'<rect x="{x0}" y="{y + 3}" width="{w:.1f}" height="{row_h - 6}" fill="{color}"/>')
+            out.append(f'<text x="{x0 + w + 4:.1f}" y="{y + row_h - 7}">{c[key]:.2f}×</text>')
+        for value, dash, label in ((1.0, "2,2", "1×"), (target, "6,3", f"target {target}×")):
+            x = x0 + value * scale
+            y1 = top + row_h * len(cases)
+            out.append(f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{y1}" stroke="black" '
+                       f'stroke-dasharray="{dash}"/>')
+            out.append(f'<text x="{x:.1f}" y="{y1 + (14 if value == 1.0 else 28)}" text-anchor="middle">{label}</text>')
+    for j, c in enumerate(cases):
+        out.append(f'<text x="{label_w - 8}" y="{top + j * row_h + row_h - 7}" text-anchor="end">{case_label(c)}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def case_label(c: dict) -> str:
+    return f"{c['model']} T={c['seq_len']} {c['dtype']} {c['threads']}t"
+
+
+def markdown(result: dict, chart_name: str) -> str:
+    m = result["machine"]
+    cases = result["train"]
+    mb = 1e6
+    lines = [
+        f"## training: freehold vs HF transformers + PEFT{' (quick grid)' if result['quick'] else ''}",
+        "",
+        f"Measured {result['date']} by `{result['command']}` ({result['wall_s'] / 60:.0f} min). "
+        f"Machine: {m['cpu']}, {m['cpus_available']} CPUs available, {m['memory_bytes'] / 2**30:.0f} GiB, shared "
+        f"with other jobs (load average {result['load_average'][0]:.1f} at start, {result['load_average'][1]:.1f} "
+        f"at end); torch {m['torch']}, transformers {m['transformers']}, peft {m['peft']}; freehold "
+        f"{m['freehold_commit']}.",
+        "Same work on both sides: random-weight checkpoints of the real shapes stored in the compute dtype, LoRA r 16 "
+        "alpha 32 dropout 0.05 on q/k/v/o/gate/up/down of every layer (adapters and AdamW state fp32), the same "
+        "token rows (micro-batch 1, every token a target), clip 1.0, AdamW; the same thread count. "
+        f"{cases[0]['warmup']} warm-up step(s) dropped, medians of {cases[0]['steps'] - cases[0]['warmup']} "
+        "measured steps. Peak RSS: the whole process (GNU time), load included. MFU: FLOPs per token (formula "
+        "below) × tokens/s ÷ the torch.mm peak measured on this machine in the same dtype and thread count.",
+        "",
+        f"![tokens/s and peak RSS ratios]({chart_name})",
+        "",
+        "| model | seq | dtype | threads | freehold tok/s | PEFT tok/s | speedup | freehold RSS (MB) | PEFT RSS (MB) "
+        "| RSS ratio | MFU freehold | MFU PEFT | matmul peak (GFLOP/s) |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in cases:
+        f, p = c["freehold"], c["peft"]
+        lines.append(f"| {c['model']} | {c['seq_len']} | {c['dtype']} | {c['threads']} | {f['tokens_per_s']:.0f} | "
+                     f"{p['tokens_per_s']:.0f} | **{c['speedup']:.2f}×** | {f['peak_rss_bytes'] / mb:.0f} | "
+                     f"{p['peak_rss_bytes'] / mb:.0f} | **{c['rss_ratio']:.2f}×** | {100 * f['mfu']:.1f}% | "
+                     f"{100 * p['mfu']:.1f}% | {c['matmul_peak_flops_per_s'] / 1e9:.0f} |")
+    lines += [
+        "",
+        "Step time split (median seconds per phase; freehold from metrics.jsonl `time_s`, PEFT from timers around "
+        "the same calls; comm is 0 with one process; data share = data ÷ step):",
+        "",
+        "| model | seq | dtype | threads | side | data | forward | backward | optimizer | comm | step | data share |",
+        "|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in cases:
+        for side in ("freehold", "peft"):
+            s = c[side]["median_s"]
+            lines.append(f"| {c['model']} | {c['seq_len']} | {c['dtype']} | {c['threads']} | {side} | "
+                         f"{s['data'] * 1e3:.2f} ms | {s['forward']:.3f} | {s['backward']:.3f} | "
+                         f"{s['optimizer']:.3f} | {s['comm']:.3f} | {s['step']:.3f} | "
+                         f"{100 * c[side]['data_share']:.3f}% |")
+    ex, pr, di = result.get("export"), result.get("prepare"), result.get("dist")
+    if ex or pr or di:
+        lines += ["", "Other benches of the same run (details in their sections and JSON files):", ""]
+    if ex and ex.get("returncode") == 0:
+        lines.append(f"- export (`{ex['command']}`): freehold {ex['freehold']['wall_s_median']:.2f} s, "
+                     f"{ex['freehold']['peak_rss_bytes_median'] / mb:.0f} MB; PEFT {ex['peft']['wall_s_median']:.2f} s, "
+                     f"{ex['peft']['peak_rss_bytes_median'] / mb:.0f} MB (time {ex['time_ratio']:.2f}×, peak RSS "
+                     f"{ex['rss_ratio']:.2f}×).")
+    elif ex:
+        lines.append(f"- export (`{ex['command']}`): failed with exit code {ex['returncode']}.")
+    if pr and pr.get("returncode") == 0 and pr.get("results"):
+        for kind, r in pr["results"]["results"].items():
+            lines.append(f"- prepare, {kind} (`{pr['command']}`): freehold {r['freehold']['tokens_per_s'] / 1e6:.2f} M "
+                         f"tokens/s, tokenizers encode_batch {r['tokenizers']['tokens_per_s'] / 1e6:.2f} M tokens/s "
+                         f"({r['freehold']['tokens_per_s'] / r['tokenizers']['tokens_per_s']:.2f}×, "
+                         f"{r['megabytes']:.0f} MB of JSONL).")
+    elif pr:
+        lines.append(f"- prepare (`{pr['command']}`): failed with exit code {pr['returncode']}.")
+    if di:
+        lines.append(f"- dist (`{di['command']}`): exit code {di['returncode']}; results in bench/results/*-dist.json.")
+    return "\n".join(lines) + "\n"
+
+
+def update_docs(section: str, quick: bool) -> None:
+    tag = "train-bench-quick" if quick else "train-bench"
+    begin, end = f"<!-- {tag}:begin -->", f"<!-- {tag}:end -->"
+    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n\nTimings live here, never in tests (DESIGN.md §7).\n"
+    block = f"{begin}\n{section}{end}\n"
+    if begin in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end) + 1:]
+    else:
+        # New sections go right after the page's introduction, before the other benches.
+        anchor = "<!-- export-bench:begin -->"
+        if anchor in text:
+            text = text[:text.index(anchor)] + block + "\n" + text[text.index(anchor):]
+        else:
+            text = text.rstrip("\n") + "\n\n" + block
+    DOCS.write_text(text)
+
+
+# ─── main ───────────────────────────────────────────────────────────────────────────────────────────────────────
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    train_bench.add_arguments(ap)
+    ap.add_argument("--only", nargs="+", choices=["train", "export", "prepare", "dist"],
+                    default=["train", "export", "prepare", "dist"])
+    ap.add_argument("--no-docs", action="store_true", help="write the JSON only")
+    args = ap.parse_args()
+    for tool, why in ((train_bench.TIME, "GNU time measures each side's peak RSS (apt install time)"),
+                      (args.freehold, "build the freehold target or pass --freehold")):
+        if not Path(tool).is_file():
+            raise SystemExit(f"{tool} does not exist: {why}")
+    start = time.perf_counter()
+    date = datetime.date.today().isoformat()
+    result = {"date": date, "bench": "run", "quick": args.quick,
+              "command": "make bench" + (" ARGS=--quick" if args.quick else "") if os.environ.get("MAKELEVEL")
+              else "bench/run.py " + " ".join(sys.argv[1:]),
+              "machine": machine(), "load_average": [os.getloadavg()[0]]}
+    if "train" in args.only:
+        peaks: dict = {}
+        cases = train_bench.cases_from(args)
+        print(f"training: {len(cases)} grid points", flush=True)
+        result["train"] = [train_bench.run_case(c, args.freehold, args.work, peaks,
+                                                log=lambda s: print(s, flush=True)) for c in cases]
+        result["formula"] = train_bench.lora_train_flops_per_token.__doc__
+    if "export" in args.only:
+        print("export bench ...", flush=True)
+        result["export"] = run_export(args)
+    if "prepare" in args.only:
+        print("prepare bench ...", flush=True)
+        result["prepare"] = run_prepare(args)
+    if "dist" in args.only:
+        result["dist"] = run_dist(args)
+    result["load_average"].append(os.getloadavg()[0])
+    result["wall_s"] = time.perf_counter() - start
+
+    out = REPO / "bench" / "results" / f"{date}{'-quick' if args.quick else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {out}")
+    if "train" in args.only and not args.no_docs:
+        chart = f"benchmarks-train{'-quick' if args.quick else ''}.svg"
+        title = f"freehold vs HF PEFT, LoRA training, {date}{' (quick grid)' if args.quick else ''}"
+        (DOCS.parent / chart).write_text(svg_chart(result["train"], title))
+        section = markdown(result, chart)
+        update_docs(section, args.quick)
+        print(section)
+    worst = [c for c in result.get("train", []) if c["speedup"] < 1.5 or c["rss_ratio"] > 0.6]
+    for c in worst:
+        print(f"below target: {case_label(c)}: {c['speedup']:.2f}× tokens/s, {c['rss_ratio']:.2f}× peak RSS")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,315 @@
+#!/usr/bin/env python3
+"""Benchmark: LoRA training steps of `freehold train` against HF transformers + PEFT on the same work (issue 9).
+
+Same work on both sides:
+- model: random-weight checkpoints of real shapes (SmolLM2-135M, Qwen2.5-0.5B with its 152k vocabulary,
+  TinyLlama-1.1B), written by scripts/make_random_checkpoints.py's generator, stored in the dtype of the run
+  (so neither side converts weights at load);
+- adapter: LoRA r 16, alpha 32, dropout 0.05 on all seven linear projections of every layer (PEFT's default
+  init: A kaiming-uniform, B zero), adapters and AdamW state in fp32 on both sides;
+- data: one `.batches.safetensors` file of random token ids (every token is a target, no padding), read by
+  freehold's testing-only source (trainer/token_batches.h) and row by row by the PEFT loop, micro-batch 1;
+- step: forward, token-mean cross-entropy (logits upcast to fp32), backward, clip_grad_norm_(1.0), AdamW
+  (lr 2e-4, betas 0.9/0.999, weight decay 0), zero_grad; the same compute dtype (fp32 or bf16) and thread count.
+
+Each side runs in its own process under GNU time (peak RSS of that process, load included). freehold reports its
+per-phase step times in metrics.jsonl ("time_s", trainer/step_timer.h); the PEFT loop times the same phases with
+perf_counter around the same calls (CPU ops are synchronous). The first --warmup steps are dropped; medians of the
+remaining --steps steps are reported. tokens/s counts non-padding tokens (here: all tokens) of one step divided by
+the median step time. MFU: FLOPs per token from lora_train_flops_per_token() (docs/benchmarks.md) times tokens/s,
+over a matmul peak measured here with torch.mm in the same dtype and thread count.
+
+    .venv/bin/python bench/train_bench.py [--quick] [--models ...] [--seq ...] [--dtypes ...] [--threads ...]
+
+bench/run.py (`make bench`) calls this and writes the results and the docs; alone, it prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TIME = "/usr/bin/time"  # GNU time: peak RSS of exactly the command it runs
+
+# Real shapes (from the models' published config.json files); random weights.
+SHAPES = {
+    "smollm2-135m": dict(arch="llama", config=dict(
+        vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+        num_key_value_heads=3, max_position_embeddings=8192, rms_norm_eps=1e-5, tie_word_embeddings=True,
+        bos_token_id=0, eos_token_id=0, rope_parameters=dict(rope_type="default", rope_theta=100000.0))),
+    "qwen2.5-0.5b": dict(arch="qwen2", config=dict(
+        vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+        num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-6, tie_word_embeddings=True,
+        use_sliding_window=False, bos_token_id=151643, eos_token_id=151643,
+        rope_parameters=dict(rope_type="default", rope_theta=1000000.0))),
+    "tinyllama-1.1b": dict(arch="llama", config=dict(
+        vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
+        num_key_value_heads=4, max_position_embeddings=2048, rms_norm_eps=1e-5, tie_word_embeddings=False,
+        bos_token_id=1, eos_token_id=2, rope_parameters=dict(rope_type="default", rope_theta=10000.0))),
+}
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+LORA = dict(r=16, lora_alpha=32, lora_dropout=0.05)
+OPTIM = dict(lr=2e-4, betas=[0.9, 0.999], eps=1e-8, weight_decay=0.0, max_grad_norm=1.0)
+TORCH_DTYPE = {"fp32": "float32", "bf16": "bfloat16"}
+
+# The PEFT side: `python -c PEFT_TRAIN JSON_ARGS`; prints one JSON line of per-step phase times.
+PEFT_TRAIN = r"""
+import json, sys, time
+args = json.loads(sys.argv[1])
+import torch
+torch.set_num_threads(args["threads"])
+from peft import LoraConfig, get_peft_model
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+dtype = getattr(torch, args["torch_dtype"])
+model = AutoModelForCausalLM.from_pretrained(args["base"], dtype=dtype)
+config = LoraConfig(task_type="CAUSAL_LM", target_modules=args["targets"], **args["lora"])
+model = get_peft_model(model, config)
+model.train()
+params = [p for p in model.parameters() if p.requires_grad]
+o = args["optim"]
+optimizer = torch.optim.AdamW(params, lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"], weight_decay=o["weight_decay"])
+batches = load_file(args["batches"])
+ids, labels = batches["input_ids"], batches["labels"]
+steps = []
+for step in range(args["steps"]):
+    t0 = time.perf_counter()
+    x, y = ids[step:step + 1], labels[step:step + 1]
+    t1 = time.perf_counter()
+    loss = model(input_ids=x, labels=y).loss
+    t2 = time.perf_counter()
+    loss.backward()
+    value = loss.item()
+    t3 = time.perf_counter()
+    torch.nn.utils.clip_grad_norm_(params, o["max_grad_norm"])
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    t4 = time.perf_counter()
+    steps.append({"data": t1 - t0, "forward": t2 - t1, "backward": t3 - t2, "comm": 0.0, "optimizer": t4 - t3,
+                  "step": t4 - t0, "loss": value})
+print(json.dumps({"steps": steps, "adapter_params": sum(p.numel() for p in params)}))
+"""
+
+# Matmul peak of this machine for a dtype and thread count: best of several torch.mm of square matrices.
+MATMUL_PEAK = r"""
+import json, sys, time, torch
+dtype, threads, n = getattr(torch, sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+torch.set_num_threads(threads)
+a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+torch.mm(a, b)
+best = float("inf")
+for _ in range(5):
+    t = time.perf_counter(); torch.mm(a, b); best = min(best, time.perf_counter() - t)
+print(json.dumps({"flops_per_s": 2 * n ** 3 / best, "n": n}))
+"""
+
+
+# ─── FLOPs ──────────────────────────────────────────────────────────────────────────────────────────────────────
+
+def lora_train_flops_per_token(cfg: dict, seq_len: int, r: int = LORA["r"]) -> dict:
+    """FLOPs of one training token of LoRA on a frozen base (forward + backward), by parts.
+
+    frozen matmuls: 4 N  (forward 2 N; backward only the input gradient, 2 N: frozen weights get no gradient),
+                    N = the projections' and the LM head's weights (the embedding lookup is not a matmul; with tied
+                    embeddings the LM head is the embedding matrix);
+    adapters:       6 N_lora (forward 2, input gradient 2, weight gradient 2), N_lora = r (in + out) per projection;
+    attention:      6 L H D T  (QKᵀ and AV are 4 H D T per layer and token over the whole row; causal masking
+                    halves it to 2 H D T; backward is twice the forward).
+    """
+    c = cfg
+    C, L, H, Hkv, I, V = (c["hidden_size"], c["num_hidden_layers"], c["num_attention_heads"],
+                          c["num_key_value_heads"], c["intermediate_size"], c["vocab_size"])
+    D = c.get("head_dim") or C // H
+    proj_shapes = [(C, H * D), (C, Hkv * D), (C, Hkv * D), (H * D, C), (C, I), (C, I), (I, C)]
+    n_proj = L * sum(i * o for i, o in proj_shapes)
+    n_lora = L * sum(r * (i + o) for i, o in proj_shapes)
+    n_matmul = n_proj + V * C
+    parts = {"frozen_matmul": 4 * n_matmul, "adapter": 6 * n_lora, "attention": 6 * L * H * D * seq_len}
+    return {"per_token": sum(parts.values()), "parts": parts, "n_matmul": n_matmul, "n_lora": n_lora}
+
+
+# ─── inputs ─────────────────────────────────────────────────────────────────────────────────────────────────────
+
+def _generator():
+    sys.path.insert(0, str(REPO / "scripts"))
+    import make_random_checkpoints  # the checked-in generator of the test checkpoints
+    return make_random_checkpoints
+
+
+def make_base(work: Path, shape: str, dtype: str) -> Path:
+    """The shape's random-weight checkpoint in `dtype`, cached by a hash of its definition. SmolLM2 in bf16 is the
+    very checkpoint bench/export_bench.py writes (same name, seed and stamp), so the two share it."""
+    gen = _generator()
+    spec, save_dtype = SHAPES[shape], TORCH_DTYPE[dtype]
+    tag = hashlib.sha256(json.dumps([spec["config"], save_dtype], sort_keys=True).encode()).hexdigest()[:8]
+    variant = gen.Variant(name=f"bench-{shape}-{save_dtype}-{tag}", exercises=f"benchmark only: {shape}'s shape",
+                          arch=spec["arch"], config=spec["config"], seed=4242, save_dtype=save_dtype)
+    return gen.write_variant(variant, work / "checkpoints")
+
+
+def make_batches(work: Path, vocab: int, rows: int, seq_len: int, seed: int = 9) -> Path:
+    """`rows` sequences of `seq_len` uniform random token ids, every token a target (labels = input_ids)."""
+    import torch
+    from safetensors.torch import save_file
+    path = work / "batches" / f"v{vocab}-r{rows}-t{seq_len}-s{seed}.batches.safetensors"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ids = torch.randint(0, vocab, (rows, seq_len), generator=torch.Generator().manual_seed(seed))
+        tmp = path.with_suffix(".tmp")
+        save_file({"input_ids": ids, "labels": ids.clone()}, str(tmp))
+        tmp.rename(path)
+    return path
+
+
+# ─── the two sides ──────────────────────────────────────────────────────────────────────────────────────────────
+
+def timed(cmd: list[str], env: dict, cwd: Path | None = None) -> tuple[float, int, str]:
+    """(wall seconds, peak RSS bytes, stdout) of one child process under GNU time (see export_bench.timed for why
+    not wait4 from this process)."""
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss_file:
+        start = time.perf_counter()
+        proc = subprocess.run([TIME, "-f", "%M", "-o", rss_file.name, *cmd], capture_output=True, env=env, text=True,
+                              cwd=cwd)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd[:4])} ... exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+        return wall, int(rss_file.read().split()[-1]) * 1024, proc.stdout
+
+
+def run_freehold(freehold: Path, base: Path, batches: Path, case: dict, run_dir: Path, env: dict) -> dict:
+    config = {
+        "model": {"path": str(base), "dtype": case["dtype"]},
+        "adapter": {"r": LORA["r"], "alpha": LORA["lora_alpha"], "dropout": LORA["lora_dropout"],
+                    "target_modules": TARGETS},
+        "data": {"train": [str(batches)], "seq_len": case["seq_len"]},
+        "train": {"micro_batch_size": 1, "grad_accum_steps": 1, "max_steps": case["steps"], "lr": OPTIM["lr"],
+                  "betas": OPTIM["betas"], "eps": OPTIM["eps"], "weight_decay": OPTIM["weight_decay"],
+                  "lr_schedule": "constant", "warmup_steps": 0, "max_grad_norm": OPTIM["max_grad_norm"],
+                  "precision": case["dtype"]},
+        "output": {"dir": str(run_dir), "log_every": 1, "save_every": 0, "export": "none", "tensorboard": False},
+        "resume": "never",
+    }
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    config_path = run_dir.with_suffix(".yaml")
+    config_path.write_text(json.dumps(config))  # JSON is YAML
+    wall, rss, _ = timed([str(freehold), "train", str(config_path)], env)
+    records = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [dict(r["time_s"], loss=r["loss"]) for r in records if "time_s" in r]
+    if len(steps) != case["steps"]:
+        raise RuntimeError(f"{run_dir}/metrics.jsonl: {len(steps)} step records with time_s, expected {case['steps']}")
+    shutil.rmtree(run_dir, ignore_errors=True)  # the checkpoint of the last step is not needed
+    return {"steps": steps, "wall_s": wall, "peak_rss_bytes": rss}
+
+
+def run_peft(base: Path, batches: Path, case: dict, env: dict) -> dict:
+    args = {"base": str(base), "batches": str(batches), "torch_dtype": TORCH_DTYPE[case["dtype"]],
+            "threads": case["threads"], "steps": case["steps"], "targets": TARGETS, "lora": LORA, "optim": OPTIM}
+    wall, rss, out = timed([sys.executable, "-c", PEFT_TRAIN, json.dumps(args)], env)
+    parsed = json.loads(out.strip().splitlines()[-1])
+    return {"steps": parsed["steps"], "wall_s": wall, "peak_rss_bytes": rss, "adapter_params": parsed["adapter_params"]}
+
+
+def matmul_peak(dtype: str, threads: int, env: dict, n: int = 2048) -> float:
+    out = subprocess.run([sys.executable, "-c", MATMUL_PEAK, TORCH_DTYPE[dtype], str(threads), str(n)], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out)["flops_per_s"]
+
+
+PHASES = ["data", "forward", "backward", "comm", "optimizer", "step"]
+
+
+def summarize(side: dict, warmup: int, tokens_per_step: int, flops_per_token: float, peak: float) -> dict:
+    measured = side["steps"][warmup:]
+    med = {p: statistics.median(s.get(p, 0.0) for s in measured) for p in PHASES}
+    tps = tokens_per_step / med["step"]
+    return {"median_s": med, "tokens_per_s": tps, "peak_rss_bytes": side["peak_rss_bytes"], "wall_s": side["wall_s"],
+            "mfu": tps * flops_per_token / peak, "data_share": med["data"] / med["step"],
+            "losses": [s["loss"] for s in side["steps"]], "step_s": [s["step"] for s in measured]}
+
+
+def run_case(case: dict, freehold: Path, work: Path, peaks: dict, log=print) -> dict:
+    """One grid point: both sides, interleaved freehold then PEFT."""
+    shape = SHAPES[case["model"]]["config"]
+    base = make_base(work, case["model"], case["dtype"])
+    batches = make_batches(work, shape["vocab_size"], case["steps"], case["seq_len"])
+    env = dict(os.environ, OMP_NUM_THREADS=str(case["threads"]), MKL_NUM_THREADS=str(case["threads"]))
+    key = (case["dtype"], case["threads"])
+    if key not in peaks:
+        peaks[key] = matmul_peak(case["dtype"], case["threads"], env)
+    flops = lora_train_flops_per_token(shape, case["seq_len"])
+    tokens = case["seq_len"]  # micro-batch 1, no padding
+    load_before = os.getloadavg()[0]
+    fh = run_freehold(freehold, base, batches, case, work / "runs" / "freehold", env)
+    pf = run_peft(base, batches, case, env)
+    result = dict(case, tokens_per_step=tokens, flops_per_token=flops["per_token"], flops_parts=flops["parts"],
+                  matmul_peak_flops_per_s=peaks[key], load_average=[load_before, os.getloadavg()[0]],
+                  adapter_params=pf["adapter_params"])
+    result["freehold"] = summarize(fh, case["warmup"], tokens, flops["per_token"], peaks[key])
+    result["peft"] = summarize(pf, case["warmup"], tokens, flops["per_token"], peaks[key])
+    result["speedup"] = result["freehold"]["tokens_per_s"] / result["peft"]["tokens_per_s"]
+    result["rss_ratio"] = result["freehold"]["peak_rss_bytes"] / result["peft"]["peak_rss_bytes"]
+    if flops["n_lora"] != pf["adapter_params"]:
+        raise RuntimeError(f"adapter parameter count: formula {flops['n_lora']}, PEFT {pf['adapter_params']}")
+    log(f"{case['model']:14s} T={case['seq_len']:<5d} {case['dtype']} {case['threads']}t | "
+        f"freehold {result['freehold']['tokens_per_s']:7.1f} tok/s {result['freehold']['peak_rss_bytes'] / 1e6:6.0f} MB | "
+        f"PEFT {result['peft']['tokens_per_s']:7.1f} tok/s {result['peft']['peak_rss_bytes'] / 1e6:6.0f} MB | "
+        f"{result['speedup']:.2f}x, RSS {result['rss_ratio']:.2f}x")
+    return result
+
+
+def grid(models, seqs, dtypes, threads, warmup: int, steps: int) -> list[dict]:
+    return [dict(model=m, seq_len=t, dtype=d, threads=n, warmup=warmup, steps=warmup + steps)
+            for m in models for t in seqs for d in dtypes for n in threads]
+
+
+QUICK = dict(models=["smollm2-135m"], seqs=[512], dtypes=["fp32", "bf16"], threads=[2], warmup=1, steps=3)
+FULL = dict(models=["smollm2-135m", "qwen2.5-0.5b"], seqs=[512, 2048], dtypes=["fp32", "bf16"], threads=[1, 2],
+            warmup=1, steps=3)
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--quick", action="store_true", help="SmolLM2 shape, seq 512, fp32 and bf16, 2 threads")
+    ap.add_argument("--models", nargs="+", choices=list(SHAPES))
+    ap.add_argument("--seq", nargs="+", type=int)
+    ap.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16"])
+    ap.add_argument("--threads", nargs="+", type=int)
+    ap.add_argument("--warmup", type=int, help="steps dropped before measuring")
+    ap.add_argument("--steps", type=int, help="measured steps")
+    ap.add_argument("--work", type=Path, default=REPO / "build" / "bench")
+    ap.add_argument("--freehold", type=Path, default=REPO / "build" / "bin" / "freehold")
+
+
+def cases_from(args) -> list[dict]:
+    g = dict(QUICK if args.quick else FULL)
+    for key, value in (("models", args.models), ("seqs", args.seq), ("dtypes", args.dtypes),
+                       ("threads", args.threads), ("warmup", args.warmup), ("steps", args.steps)):
+        if value is not None:
+            g[key] = value
+    return grid(g["models"], g["seqs"], g["dtypes"], g["threads"], g["warmup"], g["steps"])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(ap)
+    args = ap.parse_args()
+    if not args.freehold.is_file():
+        raise SystemExit(f"{args.freehold} does not exist; build the freehold target or pass --freehold")
+    peaks: dict = {}
+    results = [run_case(c, args.freehold, args.work, peaks) for c in cases_from(args)]
+    print(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
