@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import importlib.util
 import json
 import math
 import os
@@ -35,10 +34,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM
 
-REPO = Path(__file__).resolve().parents[2]
-WORK = Path(os.environ.get("FREEHOLD_CONFORMANCE_DIR", REPO / "build" / "conformance"))
-FREEHOLD_BIN = Path(os.environ.get("FREEHOLD_BIN", REPO / "build" / "bin" / "freehold"))
-CHECKPOINTS = WORK / "checkpoints"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from oracle_util import FREEHOLD_BIN, WORK, checkpoint, gen  # noqa: E402
 
 # fp32: both sides run the same math in float32; what is left is summation order (measured ~3e-6 between
 # transformers' own eager and sdpa paths on these models, whose logits are O(1) and at most ~5).
@@ -54,16 +51,6 @@ transformers.utils.logging.disable_progress_bar()
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-def _load_generator():
-    spec = importlib.util.spec_from_file_location("make_random_checkpoints",
-                                                  REPO / "scripts" / "make_random_checkpoints.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _load_generator()
 VARIANTS = list(gen.VARIANTS)
 REQUIRED_VARIANTS = {"llama-gqa-llama3", "llama-linear-rope", "llama-dynamic-rope", "llama-yarn-rope",
                      "llama-mlp-bias", "mistral", "qwen2-bias-tied", "qwen3", "llama-sharded", "llama-bf16",
@@ -83,10 +70,6 @@ def write_tokens_jsonl(path: Path, vocab_size: int, seed: int) -> list[list[int]
     path.write_text("".join(json.dumps({"tokens": ids}) + "\n" for ids in lines))
     return lines
 
-
-@functools.lru_cache(maxsize=None)
-def checkpoint(name: str) -> Path:
-    return gen.write_variant(gen.VARIANTS[name], CHECKPOINTS)
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,4 +1,6 @@
-"""Helpers the PEFT/transformers oracles share (peft_adapter_test.py, export_test.py, bench/export_bench.py)."""
+"""Helpers every Python oracle and bench shares: where the repository, the freehold binary and the generated
+checkpoints are, the checkpoint generator, and small PEFT/transformers utilities. Tests import it after putting
+this folder on sys.path."""
 
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 # FREEHOLD_CONFORMANCE_DIR (default build/conformance) holds the generated checkpoints, reused across runs.
 WORK = Path(os.environ.get("FREEHOLD_CONFORMANCE_DIR", REPO / "build" / "conformance"))
 CHECKPOINTS = WORK / "checkpoints"
+# FREEHOLD_BIN (default build/bin/freehold): the binary under test.
+FREEHOLD_BIN = Path(os.environ.get("FREEHOLD_BIN", REPO / "build" / "bin" / "freehold"))
 
 sys.path.insert(0, str(REPO / "scripts"))
 import make_random_checkpoints as gen  # noqa: E402  (the checked-in generator of the test checkpoints)

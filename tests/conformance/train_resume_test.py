@@ -10,7 +10,6 @@ text, shuffled) across epoch boundaries.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
@@ -25,24 +24,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-REPO = Path(__file__).resolve().parents[2]
-WORK = Path(os.environ.get("FREEHOLD_CONFORMANCE_DIR", REPO / "build" / "conformance"))
-FREEHOLD_BIN = Path(os.environ.get("FREEHOLD_BIN", REPO / "build" / "bin" / "freehold"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from oracle_util import FREEHOLD_BIN, REPO, WORK, checkpoint  # noqa: E402
 RUNS = WORK / "train_resume"
 BASE = "llama-gqa-llama3"
 STEPS = 16
 
 
-def _load_generator():
-    spec = importlib.util.spec_from_file_location("make_random_checkpoints",
-                                                  REPO / "scripts" / "make_random_checkpoints.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _load_generator()
 
 
 def write_config(base: Path, batches: Path, out: Path) -> Path:
@@ -70,7 +58,7 @@ class TrainResumeTest(unittest.TestCase):
     def setUpClass(cls):
         if not FREEHOLD_BIN.exists():
             raise AssertionError(f"{FREEHOLD_BIN} is missing: build the freehold target first")
-        cls.base = gen.write_variant(gen.VARIANTS[BASE], WORK / "checkpoints")
+        cls.base = checkpoint(BASE)
         vocab = json.loads((cls.base / "config.json").read_text())["vocab_size"]
         shutil.rmtree(RUNS, ignore_errors=True)
         RUNS.mkdir(parents=True)

@@ -22,7 +22,6 @@ norms still agree to ~1e-7 at every step, one lora_B element to 1.9e-5).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -39,9 +38,8 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup, get_linear_schedule_with_warmup
 
-REPO = Path(__file__).resolve().parents[2]
-WORK = Path(os.environ.get("FREEHOLD_CONFORMANCE_DIR", REPO / "build" / "conformance"))
-FREEHOLD_BIN = Path(os.environ.get("FREEHOLD_BIN", REPO / "build" / "bin" / "freehold"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from oracle_util import FREEHOLD_BIN, WORK, checkpoint  # noqa: E402
 RUNS = WORK / "train_step"
 BASE = "llama-gqa-llama3"
 REL_TOL = 1e-5
@@ -51,16 +49,6 @@ transformers.utils.logging.disable_progress_bar()
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-def _load_generator():
-    spec = importlib.util.spec_from_file_location("make_random_checkpoints",
-                                                  REPO / "scripts" / "make_random_checkpoints.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _load_generator()
 
 
 def load_base(model_dir: Path):
@@ -187,7 +175,7 @@ class TrainStepConformanceTest(unittest.TestCase):
     def setUpClass(cls):
         if not FREEHOLD_BIN.exists():
             raise AssertionError(f"{FREEHOLD_BIN} is missing: build the freehold target first")
-        cls.base = gen.write_variant(gen.VARIANTS[BASE], WORK / "checkpoints")
+        cls.base = checkpoint(BASE)
         cls.vocab = json.loads((cls.base / "config.json").read_text())["vocab_size"]
         RUNS.mkdir(parents=True, exist_ok=True)
 
