@@ -1,0 +1,114 @@
+// The fused kernels' start-up self-check; see self_check.h.
+#include "kernels/self_check.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/TensorOperators.h>
+#include <ATen/core/grad_mode.h>
+#include <ATen/ops/abs.h>
+#include <ATen/ops/randint.h>
+#include <ATen/ops/randn.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include <map>
+#include <mutex>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "core/log.h"
+#include "kernels/linear_cross_entropy.h"
+#include "kernels/rms_norm.h"
+
+namespace freehold::kernels {
+namespace {
+
+std::mutex g_mutex;
+std::map<std::pair<std::string, at::ScalarType>, bool> g_cache;
+std::string g_force_mismatch;
+
+at::Tensor seeded(std::vector<int64_t> shape, uint64_t seed, at::ScalarType dtype, const at::Device& device) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  return at::randn(shape, gen, at::TensorOptions().dtype(at::kFloat)).to(dtype).to(device);
+}
+
+// Empty when max |actual − expected| − (atol + rtol·|expected|) <= 0, else a line naming `what`.
+std::string compare(const std::string& what, const at::Tensor& actual, const at::Tensor& expected, double rtol,
+                    double atol) {
+  const at::Tensor a = actual.detach().to(at::kFloat).cpu(), e = expected.detach().to(at::kFloat).cpu();
+  const double excess = ((a - e).abs() - (atol + rtol * e.abs())).max().item<double>();
+  const double worst = (a - e).abs().max().item<double>();
+  if (excess <= 0) return "";  // NaN compares false: a NaN anywhere fails
+  return absl::StrCat(what, ": max |fused - reference| = ", worst, " exceeds atol ", atol, " + rtol ", rtol,
+                      " x |reference|");
+}
+
+}  // namespace
+
+SelfCheckReport run_kernel_self_check(const at::Device& device, at::ScalarType dtype, const std::string& force_mismatch) {
+  SelfCheckReport report;
+  const bool fp32 = dtype == at::kFloat;
+  const double rtol = fp32 ? 1e-4 : 3e-2, atol = fp32 ? 1e-5 : 3e-3;
+  const auto add = [&](std::string line) {
+    if (!line.empty()) report.failures.push_back(std::move(line));
+  };
+  const auto perturb = [&](const char* name, at::Tensor t) {
+    return force_mismatch == name ? (t.detach() * 1.5 + 1.0) : t;
+  };
+
+  {  // linear_cross_entropy: 37 tokens, V = 1031 over 5-row chunks, a quarter of the rows ignored.
+    const int64_t N = 37, C = 32, V = 1031;
+    at::AutoGradMode grad_on(true);
+    const at::Tensor hidden = seeded({N, C}, 1, dtype, device);
+    const at::Tensor weight = (seeded({V, C}, 2, at::kFloat, device) * 0.5).to(dtype);
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(3);
+    at::Tensor targets = at::randint(V, {N}, gen, at::TensorOptions().dtype(at::kLong));
+    for (int64_t i = 0; i < N; i += 4) targets[i] = -100;
+    targets = targets.to(device);
+    at::Tensor h_ref = hidden.clone().set_requires_grad(true), h = hidden.clone().set_requires_grad(true);
+    const at::Tensor ref = linear_cross_entropy_reference(h_ref, weight, targets, -100);
+    at::Tensor got;
+    try {
+      got = linear_cross_entropy_fused(h, weight, targets, {-100, 5 * V * hidden.element_size()});
+      ref.backward();
+      got.backward();
+      add(compare("linear_cross_entropy loss", perturb("linear_cross_entropy", got), ref, rtol, atol));
+      add(compare("linear_cross_entropy d hidden", h.grad(), h_ref.grad(), rtol, atol));
+    } catch (const c10::Error& e) {
+      add(absl::StrCat("linear_cross_entropy: ", e.what_without_backtrace()));
+    }
+  }
+  {  // rms_norm's fused forward (no grad: the fused kernel is forward-only).
+    at::NoGradGuard no_grad;
+    const at::Tensor x = seeded({19, 989}, 4, dtype, device);
+    const at::Tensor w = seeded({989}, 5, dtype, device);
+    try {
+      add(compare("rms_norm", perturb("rms_norm", rms_norm(x, w, 1e-6)), rms_norm_reference(x, w, 1e-6), rtol, atol));
+    } catch (const c10::Error& e) {
+      add(absl::StrCat("rms_norm: ", e.what_without_backtrace()));
+    }
+  }
+  return report;
+}
+
+bool fused_kernels_pass_self_check(const at::Device& device, at::ScalarType dtype) {
+  const std::lock_guard<std::mutex> lock(g_mutex);
+  const auto key = std::make_pair(device.str(), dtype);
+  if (auto it = g_cache.find(key); it != g_cache.end()) return it->second;
+  const SelfCheckReport report = run_kernel_self_check(device, dtype, g_force_mismatch);
+  if (!report.passed()) {
+    std::string lines;
+    for (const std::string& f : report.failures) absl::StrAppend(&lines, "\n  ", f);
+    core::log_warning("fused kernels disagree with their references on ", device.str(), " ", c10::toString(dtype),
+                      "; using the reference kernels (model.fused_kernels: auto). Set model.fused_kernels: off to "
+                      "silence this, or on to force them:", lines);
+  }
+  g_cache[key] = report.passed();
+  return report.passed();
+}
+
+void reset_self_check_for_testing(const std::string& force_mismatch) {
+  const std::lock_guard<std::mutex> lock(g_mutex);
+  g_cache.clear();
+  g_force_mismatch = force_mismatch;
+}
+
+}  // namespace freehold::kernels
