@@ -22,6 +22,8 @@ debian_packages=(
   clang libclang-rt-dev
   python3 python3-venv
   time
+  # tests/slurm: a one-node Slurm on localhost (scripts/slurm_local_cluster.sh), the offline proof's tools
+  slurmctld slurmd slurm-client munge strace iproute2 util-linux
 )
 
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
