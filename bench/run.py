@@ -120,21 +120,26 @@ def svg_chart(cases: list[dict], title: str) -> str:
     row_h, label_w, panel_w, gap, top = 22, 210, 300, 40, 46
     height = top + row_h * len(cases) + 36
     width = label_w + 2 * panel_w + gap + 20
-    panels = [("tokens/s, freehold ÷ PEFT (higher is better)", "speedup", 1.5, "#2b7bba"),
-              ("peak RSS, freehold ÷ PEFT (lower is better)", "rss_ratio", 0.6, "#d9822b")]
+    # (title, [(key, colour)], target): the speedup panel shows wall time (dark) and CPU time (light) bars.
+    panels = [("tokens/s, freehold ÷ PEFT (higher is better)", [("speedup", "#2b7bba"), ("cpu_speedup", "#9ecae1")],
+               1.5),
+              ("peak RSS, freehold ÷ PEFT (lower is better)", [("rss_ratio", "#d9822b")], 0.6)]
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
            'font-size="12">', f'<rect width="{width}" height="{height}" fill="white"/>',
            f'<text x="10" y="18" font-size="14" font-weight="bold">{title}</text>']
-    for i, (name, key, target, color) in enumerate(panels):
+    for i, (name, series, target) in enumerate(panels):
         x0 = label_w + i * (panel_w + gap)
-        vmax = max(max(c[key] for c in cases), target, 1.0) * 1.15
+        vmax = max(max(c[key] for c in cases for key, _ in series), target, 1.0) * 1.2
         scale = panel_w / vmax
         out.append(f'<text x="{x0}" y="{top - 10}">{name}</text>')
+        bar_h = (row_h - 6) / len(series)
         for j, c in enumerate(cases):
-            y = top + j * row_h
-            w = c[key] * scale
-            out.append(f'<rect x="{x0}" y="{y + 3}" width="{w:.1f}" height="{row_h - 6}" fill="{color}"/>')
-            out.append(f'<text x="{x0 + w + 4:.1f}" y="{y + row_h - 7}">{c[key]:.2f}×</text>')
+            for k, (key, color) in enumerate(series):
+                y = top + j * row_h + 3 + k * bar_h
+                w = c[key] * scale
+                out.append(f'<rect x="{x0}" y="{y:.1f}" width="{w:.1f}" height="{bar_h:.1f}" fill="{color}"/>')
+                out.append(f'<text x="{x0 + w + 4:.1f}" y="{y + bar_h - 1:.1f}" font-size="{10 if len(series) > 1 else 12}">'
+                           f'{c[key]:.2f}×</text>')
         for value, dash, label in ((1.0, "2,2", "1×"), (target, "6,3", f"target {target}×")):
             x = x0 + value * scale
             y1 = top + row_h * len(cases)
@@ -172,23 +177,26 @@ def markdown(result: dict, chart_name: str) -> str:
         "",
         f"![tokens/s and peak RSS ratios]({chart_name})",
         "",
-        "| model | seq | dtype | threads | freehold tok/s | PEFT tok/s | speedup | freehold RSS (MB) | PEFT RSS (MB) "
-        "| RSS ratio | MFU freehold | MFU PEFT | matmul peak (GFLOP/s) |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "Chart: dark bars wall-clock tokens/s, light bars tokens per CPU-second of the process.",
+        "",
+        "| model | seq | dtype | threads | freehold tok/s | PEFT tok/s | speedup | speedup, CPU time | freehold RSS (MB) "
+        "| PEFT RSS (MB) | RSS ratio | MFU freehold | MFU PEFT | matmul peak (GFLOP/s) |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cases:
         f, p = c["freehold"], c["peft"]
         lines.append(f"| {c['model']} | {c['seq_len']} | {c['dtype']} | {c['threads']} | {f['tokens_per_s']:.0f} | "
-                     f"{p['tokens_per_s']:.0f} | **{c['speedup']:.2f}×** | {f['peak_rss_bytes'] / mb:.0f} | "
+                     f"{p['tokens_per_s']:.0f} | **{c['speedup']:.2f}×** | {c['cpu_speedup']:.2f}× | {f['peak_rss_bytes'] / mb:.0f} | "
                      f"{p['peak_rss_bytes'] / mb:.0f} | **{c['rss_ratio']:.2f}×** | {100 * f['mfu']:.1f}% | "
                      f"{100 * p['mfu']:.1f}% | {c['matmul_peak_flops_per_s'] / 1e9:.0f} |")
     lines += [
         "",
         "Step time split (median seconds per phase; freehold from metrics.jsonl `time_s`, PEFT from timers around "
-        "the same calls; comm is 0 with one process; data share = data ÷ step):",
+        "the same calls; comm is 0 with one process; data share = data ÷ step; CPU step = process CPU seconds):",
         "",
-        "| model | seq | dtype | threads | side | data | forward | backward | optimizer | comm | step | data share |",
-        "|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | seq | dtype | threads | side | data | forward | backward | optimizer | comm | step | CPU step "
+        "| data share |",
+        "|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cases:
         for side in ("freehold", "peft"):
@@ -196,6 +204,7 @@ def markdown(result: dict, chart_name: str) -> str:
             lines.append(f"| {c['model']} | {c['seq_len']} | {c['dtype']} | {c['threads']} | {side} | "
                          f"{s['data'] * 1e3:.2f} ms | {s['forward']:.3f} | {s['backward']:.3f} | "
                          f"{s['optimizer']:.3f} | {s['comm']:.3f} | {s['step']:.3f} | "
+                         f"{c[side]['median_cpu_s']['step']:.3f} | "
                          f"{100 * c[side]['data_share']:.3f}% |")
     ex, pr, di = result.get("export"), result.get("prepare"), result.get("dist")
     if ex or pr or di:

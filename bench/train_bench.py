@@ -14,8 +14,9 @@ Same work on both sides:
 
 Each side runs in its own process under GNU time (peak RSS of that process, load included). freehold reports its
 per-phase step times in metrics.jsonl ("time_s", trainer/step_timer.h); the PEFT loop times the same phases with
-perf_counter around the same calls (CPU ops are synchronous). The first --warmup steps are dropped; medians of the
-remaining --steps steps are reported. tokens/s counts non-padding tokens (here: all tokens) of one step divided by
+perf_counter and process_time around the same calls (CPU ops are synchronous). The first --warmup steps are dropped;
+medians of the remaining --steps steps are reported, in wall time and in process CPU time (on a shared machine the
+wall times stretch with the load; CPU times much less, though with 2 threads they include OpenMP spin-waiting). tokens/s counts non-padding tokens (here: all tokens) of one step divided by
 the median step time. MFU: FLOPs per token from lora_train_flops_per_token() (docs/benchmarks.md) times tokens/s,
 over a matmul peak measured here with torch.mm in the same dtype and thread count.
 
@@ -82,21 +83,25 @@ optimizer = torch.optim.AdamW(params, lr=o["lr"], betas=tuple(o["betas"]), eps=o
 batches = load_file(args["batches"])
 ids, labels = batches["input_ids"], batches["labels"]
 steps = []
+def now():
+    return time.perf_counter(), time.process_time()
+def split(t):
+    return {"data": t[1] - t[0], "forward": t[2] - t[1], "backward": t[3] - t[2], "comm": 0.0,
+            "optimizer": t[4] - t[3], "step": t[4] - t[0]}
 for step in range(args["steps"]):
-    t0 = time.perf_counter()
+    t = [now()]
     x, y = ids[step:step + 1], labels[step:step + 1]
-    t1 = time.perf_counter()
+    t.append(now())
     loss = model(input_ids=x, labels=y).loss
-    t2 = time.perf_counter()
+    t.append(now())
     loss.backward()
     value = loss.item()
-    t3 = time.perf_counter()
+    t.append(now())
     torch.nn.utils.clip_grad_norm_(params, o["max_grad_norm"])
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    t4 = time.perf_counter()
-    steps.append({"data": t1 - t0, "forward": t2 - t1, "backward": t3 - t2, "comm": 0.0, "optimizer": t4 - t3,
-                  "step": t4 - t0, "loss": value})
+    t.append(now())
+    steps.append(dict(split([w for w, _ in t]), cpu=split([c for _, c in t]), loss=value))
 print(json.dumps({"steps": steps, "adapter_params": sum(p.numel() for p in params)}))
 """
 
@@ -205,7 +210,7 @@ def run_freehold(freehold: Path, base: Path, batches: Path, case: dict, run_dir:
     config_path.write_text(json.dumps(config))  # JSON is YAML
     wall, rss, _ = timed([str(freehold), "train", str(config_path)], env)
     records = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    steps = [dict(r["time_s"], loss=r["loss"]) for r in records if "time_s" in r]
+    steps = [dict(r["time_s"], loss=r["loss"]) for r in records if "time_s" in r and "cpu" in r["time_s"]]
     if len(steps) != case["steps"]:
         raise RuntimeError(f"{run_dir}/metrics.jsonl: {len(steps)} step records with time_s, expected {case['steps']}")
     shutil.rmtree(run_dir, ignore_errors=True)  # the checkpoint of the last step is not needed
@@ -232,10 +237,13 @@ PHASES = ["data", "forward", "backward", "comm", "optimizer", "step"]
 def summarize(side: dict, warmup: int, tokens_per_step: int, flops_per_token: float, peak: float) -> dict:
     measured = side["steps"][warmup:]
     med = {p: statistics.median(s.get(p, 0.0) for s in measured) for p in PHASES}
+    cpu = {p: statistics.median(s["cpu"].get(p, 0.0) for s in measured) for p in PHASES}
     tps = tokens_per_step / med["step"]
-    return {"median_s": med, "tokens_per_s": tps, "peak_rss_bytes": side["peak_rss_bytes"], "wall_s": side["wall_s"],
+    return {"median_s": med, "median_cpu_s": cpu, "tokens_per_s": tps, "tokens_per_cpu_s": tokens_per_step / cpu["step"],
+            "peak_rss_bytes": side["peak_rss_bytes"], "wall_s": side["wall_s"],
             "mfu": tps * flops_per_token / peak, "data_share": med["data"] / med["step"],
-            "losses": [s["loss"] for s in side["steps"]], "step_s": [s["step"] for s in measured]}
+            "losses": [s["loss"] for s in side["steps"]], "step_s": [s["step"] for s in measured],
+            "step_cpu_s": [s["cpu"]["step"] for s in measured]}
 
 
 def run_case(case: dict, freehold: Path, work: Path, peaks: dict, log=print) -> dict:
@@ -258,13 +266,14 @@ def run_case(case: dict, freehold: Path, work: Path, peaks: dict, log=print) -> 
     result["freehold"] = summarize(fh, case["warmup"], tokens, flops["per_token"], peaks[key])
     result["peft"] = summarize(pf, case["warmup"], tokens, flops["per_token"], peaks[key])
     result["speedup"] = result["freehold"]["tokens_per_s"] / result["peft"]["tokens_per_s"]
+    result["cpu_speedup"] = result["freehold"]["tokens_per_cpu_s"] / result["peft"]["tokens_per_cpu_s"]
     result["rss_ratio"] = result["freehold"]["peak_rss_bytes"] / result["peft"]["peak_rss_bytes"]
     if flops["n_lora"] != pf["adapter_params"]:
         raise RuntimeError(f"adapter parameter count: formula {flops['n_lora']}, PEFT {pf['adapter_params']}")
     log(f"{case['model']:14s} T={case['seq_len']:<5d} {case['dtype']} {case['threads']}t | "
         f"freehold {result['freehold']['tokens_per_s']:7.1f} tok/s {result['freehold']['peak_rss_bytes'] / 1e6:6.0f} MB | "
         f"PEFT {result['peft']['tokens_per_s']:7.1f} tok/s {result['peft']['peak_rss_bytes'] / 1e6:6.0f} MB | "
-        f"{result['speedup']:.2f}x, RSS {result['rss_ratio']:.2f}x")
+        f"{result['speedup']:.2f}x (CPU time {result['cpu_speedup']:.2f}x), RSS {result['rss_ratio']:.2f}x")
     return result
 
 

@@ -56,6 +56,22 @@ TEST(StepTimerTest, StartResetsAndSyncRunsAtEveryBoundary) {
   EXPECT_EQ(syncs, 6);
 }
 
+TEST(StepTimerTest, CpuTimeCountsWorkNotSleep) {
+  StepTimer timer;
+  timer.start();
+  timer.enter(StepPhase::kForward);
+  const double until = process_cpu_seconds() + 0.02;
+  volatile double sink = 0;
+  while (process_cpu_seconds() < until) sink = sink + 1.0;  // 20 ms of CPU work
+  timer.enter(StepPhase::kData);
+  std::this_thread::sleep_for(30ms);  // wall time, next to no CPU time
+  const StepTimes t = timer.stop();
+  EXPECT_GE(t.phase_cpu_s[static_cast<int>(StepPhase::kForward)], 0.02);
+  EXPECT_LT(t.phase_cpu_s[static_cast<int>(StepPhase::kData)], t.of(StepPhase::kData));
+  EXPECT_GE(t.step_cpu_s, t.phase_cpu_s[static_cast<int>(StepPhase::kForward)]);
+  EXPECT_EQ(step_times_json(t)["cpu"]["step"].get<double>(), t.step_cpu_s);
+}
+
 TEST(StepTimerTest, JsonHasEveryPhaseOtherAndStep) {
   StepTimes t;
   t.phase_s = {0.1, 0.2, 0.3, 0.0, 0.05};
@@ -63,7 +79,8 @@ TEST(StepTimerTest, JsonHasEveryPhaseOtherAndStep) {
   const nlohmann::ordered_json j = step_times_json(t);
   std::vector<std::string> keys;
   for (const auto& [k, v] : j.items()) keys.push_back(k);
-  EXPECT_EQ(keys, (std::vector<std::string>{"data", "forward", "backward", "comm", "optimizer", "other", "step"}));
+  EXPECT_EQ(keys, (std::vector<std::string>{"data", "forward", "backward", "comm", "optimizer", "other", "step", "cpu"}));
+  EXPECT_EQ(j["cpu"].size(), 7u);
   EXPECT_DOUBLE_EQ(j["backward"].get<double>(), 0.3);
   EXPECT_NEAR(j["other"].get<double>(), 0.05, 1e-12);
   EXPECT_DOUBLE_EQ(j["step"].get<double>(), 0.7);
