@@ -27,7 +27,7 @@ constexpr size_t kReadAhead = 4;  // batches queued ahead of the trainer
 class StreamingBatchSource : public BatchSource {
  public:
   StreamingBatchSource(const DataOptions& options, const Tokenizer& tokenizer, int64_t micro_batch_size,
-                       uint64_t seed, int rank, int world_size, bool eval)
+                       uint64_t seed, int rank, int world_size, bool eval, int64_t model_vocab_size)
       : seq_len_(options.seq_len), packing_(options.packing), shuffle_(options.shuffle && !eval), seed_(seed),
         rank_(rank), world_size_(world_size), micro_batch_size_(micro_batch_size) {
     const std::vector<DataSource>& list = eval ? options.eval : options.train;
@@ -37,9 +37,14 @@ class StreamingBatchSource : public BatchSource {
     if (micro_batch_size < 1 || world_size < 1 || rank < 0 || rank >= world_size) {
       throw core::UsageError(absl::StrCat("loader: micro_batch_size ", micro_batch_size, ", rank ", rank, " of ", world_size));
     }
+    if (model_vocab_size > 0 && tokenizer.id_limit() > model_vocab_size) {
+      throw core::UsageError(absl::StrCat("data.tokenizer: ", tokenizer.source(), " has ids up to ",
+                                          tokenizer.id_limit() - 1, "; the model's embedding has vocab_size ",
+                                          model_vocab_size, " rows. Use the tokenizer.json of the model"));
+    }
     for (const DataSource& source : list) {
       if (is_hdf5_path(source.path)) {
-        sources_.push_back(open_hdf5_source(source.path, tokenizer.id_limit()));
+        sources_.push_back(open_hdf5_source(source.path, vocabulary_check(tokenizer, model_vocab_size)));
       } else {
         sources_.push_back(open_jsonl_source(source.path, builder_for(options, tokenizer, source.path),
                                              options.max_bad_fraction));
@@ -235,8 +240,9 @@ class StreamingBatchSource : public BatchSource {
 
 std::unique_ptr<BatchSource> open_batch_source(const DataOptions& options, const Tokenizer& tokenizer,
                                                int64_t micro_batch_size, uint64_t seed, int rank, int world_size,
-                                               bool eval) {
-  return std::make_unique<StreamingBatchSource>(options, tokenizer, micro_batch_size, seed, rank, world_size, eval);
+                                               bool eval, int64_t model_vocab_size) {
+  return std::make_unique<StreamingBatchSource>(options, tokenizer, micro_batch_size, seed, rank, world_size, eval,
+                                                model_vocab_size);
 }
 
 }  // namespace freehold::data

@@ -20,11 +20,13 @@ namespace freehold::data {
 class Tokenizer;
 
 // Opens the train (or, with eval, the eval) sources of `options` for `rank` of `world_size`. The tokenizer must
-// outlive the source (JSONL sources tokenize on the fly; HDF5 ids are checked against its id limit).
+// outlive the source (JSONL sources tokenize on the fly; HDF5 ids are checked against its id limit, and a prepared
+// file must have been made with the same tokenizer.json: its tokenizer_sha256). model_vocab_size (when > 0, the
+// model's embedding rows) bounds HDF5 ids and a prepared file's vocab_size too.
 // Throws UsageError for bad options, FormatError / DataError for bad files, DataError when the data gives fewer
 // rows than one global micro-batch (world_size × micro_batch_size; RELIABILITY.md R10).
 std::unique_ptr<BatchSource> open_batch_source(const DataOptions& options, const Tokenizer& tokenizer,
                                                int64_t micro_batch_size, uint64_t seed, int rank, int world_size,
-                                               bool eval);
+                                               bool eval, int64_t model_vocab_size = 0);
 
 }  // namespace freehold::data

@@ -12,6 +12,7 @@
 namespace freehold::data {
 
 class SampleBuilder;
+class Tokenizer;
 
 class DocumentSource {
  public:
@@ -24,8 +25,22 @@ class DocumentSource {
   virtual const std::string& path() const = 0;
 };
 
-// Opens a prepared HDF5 file (attribute format = "freehold.tokens") or an HDF5 file with /input_ids rows; token
-// ids must be below vocab_limit (the tokenizer's id limit).
+// What HDF5 token ids are checked against: the run's tokenizer (and the model's embedding rows, when known).
+struct VocabularyCheck {
+  int64_t id_limit = 0;          // every id must be in [0, id_limit): the tokenizer's id limit (or less, see below)
+  std::string tokenizer_sha256;  // when set: a prepared file's tokenizer_sha256 attribute must equal it
+  std::string tokenizer_path;    // names the run's tokenizer in errors
+  int64_t model_vocab_size = 0;  // when > 0: a prepared file's vocab_size must not exceed it, and ids stay below it
+};
+
+// The check for `tokenizer` (its SHA-256 when it was loaded from a file) and, when > 0, the model's vocab_size.
+VocabularyCheck vocabulary_check(const Tokenizer& tokenizer, int64_t model_vocab_size = 0);
+
+// Opens a prepared HDF5 file (attribute format = "freehold.tokens") or an HDF5 file with /input_ids rows. A prepared
+// file made with another tokenizer.json (tokenizer_sha256 differs) or for a larger vocabulary than the tokenizer's
+// or the model's is refused (DataError naming both sides); ids are checked as they are read.
+std::unique_ptr<DocumentSource> open_hdf5_source(const std::string& path, const VocabularyCheck& check);
+// Only ids below vocab_limit (no tokenizer identity check).
 std::unique_ptr<DocumentSource> open_hdf5_source(const std::string& path, int64_t vocab_limit);
 
 // Indexes a JSONL or text file (one pass, every core), then tokenizes records again when they are read. Bad

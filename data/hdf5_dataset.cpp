@@ -8,6 +8,7 @@
 #include "data/document_source.h"
 #include "data/hdf5_file.h"
 #include "data/prepare.h"
+#include "data/tokenizer.h"
 
 namespace freehold::data {
 
@@ -22,26 +23,45 @@ void check_ids(const std::vector<int32_t>& ids, int64_t vocab_limit, const std::
   for (size_t i = 0; i < ids.size(); ++i) {
     if (ids[i] < 0 || ids[i] >= vocab_limit) {
       throw core::DataError(absl::StrCat(path, ": dataset ", dataset, " element ", first_index + static_cast<int64_t>(i),
-                                         " is token id ", ids[i], ", outside the tokenizer's [0, ", vocab_limit,
-                                         "); was the file made with another tokenizer?"));
+                                         " is token id ", ids[i], ", outside [0, ", vocab_limit,
+                                         ") (the ids the tokenizer and the model's embedding accept); was the file "
+                                         "made with another tokenizer?"));
     }
   }
 }
 
 class PreparedSource : public DocumentSource {
  public:
-  PreparedSource(std::unique_ptr<hdf5::ReadFile> file, int64_t vocab_limit)
-      : file_(std::move(file)), vocab_limit_(vocab_limit) {
+  PreparedSource(std::unique_ptr<hdf5::ReadFile> file, const VocabularyCheck& check)
+      : file_(std::move(file)), vocab_limit_(check.id_limit) {
     const std::string& path = file_->path();
     std::optional<int64_t> version = file_->int_attribute("version");
     if (version != kPreparedVersion) {
       throw core::FormatError(absl::StrCat(path, ": prepared-dataset version ", version ? absl::StrCat(*version) : "missing",
                                            "; this freehold reads version ", kPreparedVersion));
     }
-    if (std::optional<int64_t> vocab = file_->int_attribute("vocab_size"); vocab && *vocab > vocab_limit) {
-      throw core::DataError(absl::StrCat(path, ": prepared with a vocabulary of ", *vocab, " ids; the tokenizer has ",
-                                         vocab_limit, " (another tokenizer?)"));
+    if (!check.tokenizer_sha256.empty()) {
+      std::optional<std::string> sha = file_->string_attribute("tokenizer_sha256");
+      if (sha != check.tokenizer_sha256) {
+        throw core::DataError(absl::StrCat(
+            path, ": prepared with the tokenizer.json of SHA-256 ", sha ? *sha : "(attribute tokenizer_sha256 missing)",
+            "; this run tokenizes with ", check.tokenizer_path, " (SHA-256 ", check.tokenizer_sha256,
+            "). Token ids of one tokenizer mean other text in another: prepare the data again with `freehold prepare "
+            "--tokenizer ", check.tokenizer_path, "`, or set data.tokenizer to the tokenizer it was prepared with"));
+      }
     }
+    if (std::optional<int64_t> vocab = file_->int_attribute("vocab_size"); vocab) {
+      if (*vocab > vocab_limit_ || *vocab < 1) {
+        throw core::DataError(absl::StrCat(path, ": prepared with a vocabulary of ", *vocab, " ids; the tokenizer has ",
+                                           vocab_limit_, " (another tokenizer?)"));
+      }
+      if (check.model_vocab_size > 0 && *vocab > check.model_vocab_size) {
+        throw core::DataError(absl::StrCat(path, ": prepared with a vocabulary of ", *vocab,
+                                           " ids; the model's embedding has vocab_size ", check.model_vocab_size,
+                                           " rows, so ids at or above it cannot be embedded"));
+      }
+    }
+    if (check.model_vocab_size > 0) vocab_limit_ = std::min(vocab_limit_, check.model_vocab_size);
     tokens_ = file_->open_dataset("/tokens");
     offsets_ = file_->open_dataset("/doc_offsets");
     file_->expect_integer(tokens_.get(), "/tokens");
@@ -101,7 +121,9 @@ class PreparedSource : public DocumentSource {
 
 class RowSource : public DocumentSource {
  public:
-  RowSource(std::unique_ptr<hdf5::ReadFile> file, int64_t vocab_limit) : file_(std::move(file)), vocab_limit_(vocab_limit) {
+  RowSource(std::unique_ptr<hdf5::ReadFile> file, const VocabularyCheck& check)
+      : file_(std::move(file)),
+        vocab_limit_(check.model_vocab_size > 0 ? std::min(check.id_limit, check.model_vocab_size) : check.id_limit) {
     ids_ = file_->open_dataset("/input_ids");
     file_->expect_integer(ids_.get(), "/input_ids");
     std::vector<hsize_t> shape = file_->shape(ids_.get(), "/input_ids");
@@ -142,15 +164,30 @@ class RowSource : public DocumentSource {
 
 }  // namespace
 
+VocabularyCheck vocabulary_check(const Tokenizer& tokenizer, int64_t model_vocab_size) {
+  VocabularyCheck check;
+  check.id_limit = tokenizer.id_limit();
+  check.tokenizer_sha256 = tokenizer.sha256();
+  check.tokenizer_path = tokenizer.source();
+  check.model_vocab_size = model_vocab_size;
+  return check;
+}
+
 std::unique_ptr<DocumentSource> open_hdf5_source(const std::string& path, int64_t vocab_limit) {
+  VocabularyCheck check;
+  check.id_limit = vocab_limit;
+  return open_hdf5_source(path, check);
+}
+
+std::unique_ptr<DocumentSource> open_hdf5_source(const std::string& path, const VocabularyCheck& check) {
   auto file = std::make_unique<hdf5::ReadFile>(path);
   if (file->has_dataset("/tokens")) {
     std::optional<std::string> format = file->string_attribute("format");
-    if (format == kPreparedFormat) return std::make_unique<PreparedSource>(std::move(file), vocab_limit);
+    if (format == kPreparedFormat) return std::make_unique<PreparedSource>(std::move(file), check);
     throw core::FormatError(absl::StrCat(path, ": attribute format is ", format ? absl::StrCat("\"", *format, "\"") : "missing",
                                          "; expected \"", kPreparedFormat, "\" (make the file with `freehold prepare`)"));
   }
-  if (file->has_dataset("/input_ids")) return std::make_unique<RowSource>(std::move(file), vocab_limit);
+  if (file->has_dataset("/input_ids")) return std::make_unique<RowSource>(std::move(file), check);
   throw core::FormatError(absl::StrCat(path, ": neither a prepared dataset (format=\"", kPreparedFormat,
                                        "\", /tokens, /doc_offsets) nor rows of /input_ids [S, T]; make one with "
                                        "`freehold prepare`"));

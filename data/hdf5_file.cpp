@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/error.h"
+#include "core/file.h"
 
 namespace freehold::data::hdf5 {
 namespace {
@@ -197,17 +198,27 @@ void ReadFile::read_rows(hid_t dataset, const std::string& name, hid_t memory_ty
         absl::StrCat(where, " (a chunk there failed to read: corrupt data or a checksum mismatch)"));
 }
 
-std::optional<std::string> ReadFile::string_attribute(const std::string& name) const {
-  auto guard = lock();
+// The prologue both attribute readers share: absent → invalid handle; present → opened, of class `expected`, one
+// element (scalar or [1]).
+Handle ReadFile::open_scalar_attribute(const std::string& name, H5T_class_t expected, const char* kind) const {
   const std::string where = absl::StrCat(path_, ": attribute ", name);
   htri_t exists = H5Aexists(file_.get(), name.c_str());
   check(exists, where);
-  if (exists == 0) return std::nullopt;
+  if (exists == 0) return Handle();
   Handle attribute(check_id(H5Aopen(file_.get(), name.c_str(), H5P_DEFAULT), where));
   Handle type(check_id(H5Aget_type(attribute.get()), where));
-  if (H5Tget_class(type.get()) != H5T_STRING) throw core::FormatError(absl::StrCat(where, " is not a string"));
+  if (H5Tget_class(type.get()) != expected) throw core::FormatError(absl::StrCat(where, " is not ", kind));
   Handle space(check_id(H5Aget_space(attribute.get()), where));
   if (H5Sget_simple_extent_npoints(space.get()) != 1) throw core::FormatError(absl::StrCat(where, " is not a scalar"));
+  return attribute;
+}
+
+std::optional<std::string> ReadFile::string_attribute(const std::string& name) const {
+  auto guard = lock();
+  Handle attribute = open_scalar_attribute(name, H5T_STRING, "a string");
+  if (!attribute.valid()) return std::nullopt;
+  const std::string where = absl::StrCat(path_, ": attribute ", name);
+  Handle type(check_id(H5Aget_type(attribute.get()), where));
   htri_t variable = H5Tis_variable_str(type.get());
   check(variable, where);
   if (variable > 0) {
@@ -225,18 +236,90 @@ std::optional<std::string> ReadFile::string_attribute(const std::string& name) c
 
 std::optional<int64_t> ReadFile::int_attribute(const std::string& name) const {
   auto guard = lock();
+  Handle attribute = open_scalar_attribute(name, H5T_INTEGER, "an integer");
+  if (!attribute.valid()) return std::nullopt;
+  int64_t value = 0;
+  check(H5Aread(attribute.get(), H5T_NATIVE_INT64, &value), absl::StrCat(path_, ": attribute ", name));
+  return value;
+}
+
+std::vector<std::string> ReadFile::attribute_names() const {
+  auto guard = lock();
+  const std::string where = absl::StrCat(path_, ": attributes of /");
+  H5O_info_t info;
+  check(H5Oget_info2(file_.get(), &info, H5O_INFO_NUM_ATTRS), where);
+  if (info.num_attrs > 1024) throw core::FormatError(absl::StrCat(where, ": ", info.num_attrs, " attributes"));
+  std::vector<std::string> names;
+  for (hsize_t i = 0; i < info.num_attrs; ++i) {
+    char buffer[256] = {0};
+    ssize_t length = H5Aget_name_by_idx(file_.get(), ".", H5_INDEX_CRT_ORDER, H5_ITER_INC, i, buffer, sizeof(buffer),
+                                        H5P_DEFAULT);
+    if (length < 0) {
+      // Without creation-order tracking (files of other tools), names come in name order.
+      H5Eclear2(H5E_DEFAULT);
+      length = H5Aget_name_by_idx(file_.get(), ".", H5_INDEX_NAME, H5_ITER_INC, i, buffer, sizeof(buffer), H5P_DEFAULT);
+    }
+    check(static_cast<herr_t>(length < 0 ? -1 : 0), where);
+    names.emplace_back(buffer);
+  }
+  return names;
+}
+
+std::string ReadFile::attribute_text(const std::string& name) const {
+  auto guard = lock();
   const std::string where = absl::StrCat(path_, ": attribute ", name);
-  htri_t exists = H5Aexists(file_.get(), name.c_str());
-  check(exists, where);
-  if (exists == 0) return std::nullopt;
   Handle attribute(check_id(H5Aopen(file_.get(), name.c_str(), H5P_DEFAULT), where));
   Handle type(check_id(H5Aget_type(attribute.get()), where));
-  if (H5Tget_class(type.get()) != H5T_INTEGER) throw core::FormatError(absl::StrCat(where, " is not an integer"));
+  const H5T_class_t type_class = H5Tget_class(type.get());
+  if (type_class == H5T_STRING) return absl::StrCat("\"", *string_attribute(name), "\"");
+  if (type_class == H5T_INTEGER) return absl::StrCat(*int_attribute(name));
   Handle space(check_id(H5Aget_space(attribute.get()), where));
-  if (H5Sget_simple_extent_npoints(space.get()) != 1) throw core::FormatError(absl::StrCat(where, " is not a scalar"));
-  int64_t value = 0;
-  check(H5Aread(attribute.get(), H5T_NATIVE_INT64, &value), where);
-  return value;
+  if (type_class == H5T_FLOAT && H5Sget_simple_extent_npoints(space.get()) == 1) {
+    double value = 0;
+    check(H5Aread(attribute.get(), H5T_NATIVE_DOUBLE, &value), where);
+    return absl::StrCat(value);
+  }
+  return absl::StrCat("(HDF5 type class ", static_cast<int>(type_class), ", ", H5Sget_simple_extent_npoints(space.get()),
+                      " element(s); not shown)");
+}
+
+DatasetLayout ReadFile::layout(hid_t dataset, const std::string& name) const {
+  auto guard = lock();
+  const std::string where = absl::StrCat(path_, ": dataset ", name);
+  DatasetLayout out;
+  out.shape = shape(dataset, name);
+  Handle type(check_id(H5Dget_type(dataset), where));
+  const size_t bytes = H5Tget_size(type.get());
+  switch (H5Tget_class(type.get())) {
+    case H5T_INTEGER:
+      out.type = absl::StrCat(H5Tget_sign(type.get()) == H5T_SGN_NONE ? "uint" : "int", 8 * bytes);
+      break;
+    case H5T_FLOAT: out.type = absl::StrCat("float", 8 * bytes); break;
+    case H5T_STRING: out.type = "string"; break;
+    default: out.type = absl::StrCat("class ", static_cast<int>(H5Tget_class(type.get()))); break;
+  }
+  Handle dcpl(check_id(H5Dget_create_plist(dataset), where));
+  if (H5Pget_layout(dcpl.get()) == H5D_CHUNKED) {
+    out.chunk.resize(out.shape.size());
+    check(H5Pget_chunk(dcpl.get(), static_cast<int>(out.chunk.size()), out.chunk.data()), where);
+  }
+  int filters = H5Pget_nfilters(dcpl.get());
+  check(filters, where);
+  for (int i = 0; i < filters; ++i) {
+    unsigned flags = 0, config = 0;
+    size_t n_values = 0;
+    char filter_name[64] = {0};
+    H5Z_filter_t filter = H5Pget_filter2(dcpl.get(), static_cast<unsigned>(i), &flags, &n_values, nullptr,
+                                         sizeof(filter_name), filter_name, &config);
+    check(filter, where);
+    switch (filter) {
+      case H5Z_FILTER_SHUFFLE: out.filters.push_back("shuffle"); break;
+      case H5Z_FILTER_DEFLATE: out.filters.push_back("deflate"); break;
+      case H5Z_FILTER_FLETCHER32: out.filters.push_back("fletcher32"); break;
+      default: out.filters.push_back(filter_name); break;
+    }
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -263,6 +346,7 @@ TokenFileWriter::TokenFileWriter(const std::string& path) : path_(path) {
   // is detected by a checksum instead of being interpreted (h5py, and any HDF5 1.10 or later, read it).
   Handle fapl(check_id(H5Pcreate(H5P_FILE_ACCESS), path));
   check(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V110, H5F_LIBVER_LATEST), path);
+  core::create_file_if_missing(path);  // owner-only; H5F_ACC_TRUNC keeps the mode of an existing file
   file_ = Handle(check_id(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()),
                           absl::StrCat("creating ", path, " (on a filesystem without flock, such as some NFS mounts, "
                                        "set HDF5_USE_FILE_LOCKING=FALSE)")));

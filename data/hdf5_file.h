@@ -43,6 +43,14 @@ class Handle {
   hid_t id_ = -1;
 };
 
+// How a dataset is stored, for `freehold inspect`.
+struct DatasetLayout {
+  std::vector<hsize_t> shape;
+  std::string type;                  // "int32", "uint8", "float32", ...
+  std::vector<hsize_t> chunk;        // empty when not chunked
+  std::vector<std::string> filters;  // "shuffle", "deflate", "fletcher32", in pipeline order
+};
+
 // An HDF5 file opened read-only, strictly.
 class ReadFile {
  public:
@@ -62,10 +70,17 @@ class ReadFile {
   void read_rows(hid_t dataset, const std::string& name, hid_t memory_type, hsize_t row, hsize_t rows, hsize_t width,
                  void* out) const;
 
+  // Attributes of the root group: nullopt when absent; FormatError when of another type or not one element.
   std::optional<std::string> string_attribute(const std::string& name) const;
   std::optional<int64_t> int_attribute(const std::string& name) const;
+  // Names of the root group's attributes, and one as display text (strings quoted, numbers as numbers).
+  std::vector<std::string> attribute_names() const;
+  std::string attribute_text(const std::string& name) const;
+  // Shape, element type, chunking and filters of an open dataset.
+  DatasetLayout layout(hid_t dataset, const std::string& name) const;
 
  private:
+  Handle open_scalar_attribute(const std::string& name, H5T_class_t expected, const char* kind) const;
   std::string path_;
   Handle file_;
 };

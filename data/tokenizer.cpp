@@ -4,6 +4,7 @@
 #include "absl/strings/str_join.h"
 #include "core/error.h"
 #include "core/json_depth.h"
+#include "core/sha256.h"
 #include "core/file.h"
 #include "core/utf8.h"
 #include "data/bpe_model.h"
@@ -21,7 +22,10 @@ Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 Tokenizer::~Tokenizer() = default;
 
 Tokenizer Tokenizer::load(const std::string& path) {
-  return from_json_text(core::read_file(path, kMaxFileBytes), path);
+  const std::string bytes = core::read_file(path, kMaxFileBytes);
+  Tokenizer tokenizer = from_json_text(bytes, path);
+  tokenizer.sha256_ = core::sha256_hex(bytes);
+  return tokenizer;
 }
 
 Tokenizer Tokenizer::from_json_text(std::string_view json_text, const std::string& source) {

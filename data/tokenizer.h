@@ -49,6 +49,10 @@ class Tokenizer {
   // One more than the largest id of the vocabulary and the added tokens: the rows an embedding needs.
   int64_t id_limit() const;
   const AddedVocabulary& added_tokens() const { return added_; }
+  // Where it came from (a path, or the name given to from_json_text), and the SHA-256 of the file's bytes when it
+  // was loaded from a file ("" otherwise): what a prepared dataset's tokenizer_sha256 attribute is compared with.
+  const std::string& source() const { return source_; }
+  const std::string& sha256() const { return sha256_; }
 
   static constexpr uint64_t kMaxFileBytes = uint64_t{512} << 20;
   static constexpr int kMaxJsonDepth = 64;
@@ -57,6 +61,7 @@ class Tokenizer {
   Tokenizer();
 
   std::string source_;
+  std::string sha256_;
   std::unique_ptr<Normalizer> normalizer_;
   std::unique_ptr<PreTokenizer> pre_tokenizer_;
   std::unique_ptr<BpeModel> model_;
