@@ -40,6 +40,15 @@ uint64_t scramble(uint64_t a, uint64_t b) {
   return z ^ (z >> 31);
 }
 
+// A new file at `path` holding one 1-D dataset of n elements (unwritten); returns the open file (caller closes).
+hid_t create_with_dataset(const std::string& path, const char* name, hid_t type, hsize_t n) {
+  hid_t file = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  hid_t space = H5Screate_simple(1, &n, nullptr);
+  H5Dclose(H5Dcreate2(file, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+  H5Sclose(space);
+  return file;
+}
+
 class Hdf5FilesTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -127,13 +136,7 @@ TEST_F(Hdf5FilesTest, TruncatedRandomAndWrongSchemaFilesAreErrors) {
   std::string other = dir_.file("other.h5");
   {
     auto guard = hdf5::lock();
-    hid_t file = H5Fcreate(other.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    hsize_t n = 4;
-    hid_t space = H5Screate_simple(1, &n, nullptr);
-    hid_t dataset = H5Dcreate2(file, "weights", H5T_NATIVE_FLOAT, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    H5Dclose(dataset);
-    H5Sclose(space);
-    H5Fclose(file);
+    H5Fclose(create_with_dataset(other, "weights", H5T_NATIVE_FLOAT, 4));
   }
   EXPECT_NE(error_of(other, 100).find("neither a prepared dataset"), std::string::npos);
 }
@@ -272,12 +275,7 @@ TEST_F(Hdf5FilesTest, VariableLengthStringAttributesAreRefused) {
   const std::string path = dir_.file("vlen.h5");
   {
     auto guard = hdf5::lock();
-    hid_t file = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    hsize_t n = 2;
-    hid_t space = H5Screate_simple(1, &n, nullptr);
-    hid_t dataset = H5Dcreate2(file, "tokens", H5T_STD_I32LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    H5Dclose(dataset);
-    H5Sclose(space);
+    hid_t file = create_with_dataset(path, "tokens", H5T_STD_I32LE, 2);
     hid_t type = H5Tcopy(H5T_C_S1);
     H5Tset_size(type, H5T_VARIABLE);
     hid_t scalar = H5Screate(H5S_SCALAR);
