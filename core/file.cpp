@@ -64,9 +64,9 @@ std::string read_file(const std::string& path, uint64_t max_bytes) {
   return bytes;
 }
 
-AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
+AtomicFile::AtomicFile(std::string path, mode_t mode) : path_(std::move(path)) {
   temp_path_ = absl::StrCat(path_, ".tmp.", ::getpid(), ".", g_temp_counter.fetch_add(1));
-  fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
   if (fd_ < 0) throw SystemError(absl::StrCat("cannot create ", temp_path_), errno);
 }
 
@@ -103,10 +103,33 @@ void AtomicFile::commit() {
   fsync_directory(parent_directory(path_));
 }
 
-void write_file_atomic(const std::string& path, std::string_view bytes) {
-  AtomicFile file(path);
+void write_file_atomic(const std::string& path, std::string_view bytes, mode_t mode) {
+  AtomicFile file(path, mode);
   file.write(bytes);
   file.commit();
+}
+
+void create_directories(const std::string& path, mode_t mode) {
+  FH_CHECK(!path.empty(), "create_directories of an empty path");
+  // Parents first: each prefix ending before a '/' (the root and repeated slashes are skipped).
+  for (size_t end = path.find('/', 1);; end = path.find('/', end + 1)) {
+    const std::string prefix = path.substr(0, end);
+    if (!prefix.empty() && prefix.back() != '/' && ::mkdir(prefix.c_str(), mode) != 0) {
+      const int e = errno;
+      struct stat st {};
+      if (e != EEXIST) throw SystemError(absl::StrCat("cannot create directory ", prefix), e);
+      if (::stat(prefix.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+        throw SystemError(absl::StrCat("cannot create directory ", prefix, ": something else is there"), ENOTDIR);
+      }
+    }
+    if (end == std::string::npos) break;
+  }
+}
+
+void create_file_if_missing(const std::string& path, mode_t mode) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, mode);
+  if (fd < 0) throw SystemError(absl::StrCat("cannot create ", path), errno);
+  close_or_throw(fd, path);
 }
 
 void fsync_directory(const std::string& dir) {
