@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (clang, ASan + UBSan) in build-fuzz and runs each for SECONDS (default 60) over a
-# fresh copy of its checked-in seed corpus. Exits non-zero when a target crashes or breaks an invariant; the input
-# that did it is left in build-fuzz/artifacts/<target>/ and its path is printed.
+# fresh copy of its checked-in seed corpus; first it runs the bad-HDF5 tests built with the same sanitizers. Exits
+# non-zero when a test or target fails, crashes or breaks an invariant; a fuzzer's input that did it is left in
+# build-fuzz/artifacts/<target>/ and its path is printed.
 #   scripts/run_fuzz.sh [SECONDS]         environment: FREEHOLD_FUZZ_BUILD_DIR, JOBS
 set -euo pipefail
 
@@ -28,9 +29,19 @@ cmake -S "$repo_root" -B "$build_dir" -DFREEHOLD_FUZZ=ON -DCMAKE_BUILD_TYPE=RelW
   -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_C_COMPILER=clang >/dev/null
 names=()
 for entry in "${targets[@]}"; do names+=("${entry%%:*}"); done
-cmake --build "$build_dir" -j "$jobs" --target "${names[@]}"
+cmake --build "$build_dir" -j "$jobs" --target "${names[@]}" data_hdf5_files_asan_tests
 
 status=0
+# The bad-HDF5 tests under the same sanitizers (about 20 s): any ASan/UBSan report fails the run.
+log "data_hdf5_files_asan_tests: bad HDF5 files under ASan + UBSan"
+if ! LSAN_OPTIONS="suppressions=$repo_root/tests/data/lsan_hdf5.supp:print_suppressions=0" \
+    "$build_dir/bin/data_hdf5_files_asan_tests" --gtest_brief=1 >"$build_dir/data_hdf5_files_asan_tests.log" 2>&1; then
+  status=1
+  tail -n 80 "$build_dir/data_hdf5_files_asan_tests.log" >&2
+  log "data_hdf5_files_asan_tests FAILED; full log: $build_dir/data_hdf5_files_asan_tests.log"
+else
+  log "data_hdf5_files_asan_tests: $(grep -E '^\[  PASSED  \]' "$build_dir/data_hdf5_files_asan_tests.log" | tail -n 1)"
+fi
 for entry in "${targets[@]}"; do
   target="${entry%%:*}"
   seeds="$repo_root/tests/fuzz/corpus/${entry#*:}"
