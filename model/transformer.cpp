@@ -1,8 +1,10 @@
 #include "model/transformer.h"
 
 #include <ATen/TensorOperators.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/embedding.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/scaled_dot_product_attention.h>
 #include <ATen/ops/silu.h>
 
@@ -16,6 +18,7 @@
 #include "io/weight_files.h"
 #include "kernels/all_finite.h"
 #include "kernels/rms_norm.h"
+#include "model/activation_checkpoint.h"
 
 namespace freehold::model {
 namespace {
@@ -115,12 +118,13 @@ Linear take_linear(WeightTaker& taker, const std::string& name, int64_t out, int
   return Linear(name, weight, b);
 }
 
-// Boolean mask (B, 1, T, T), true where query t may attend to key s: causal, same segment, inside the window.
+// Boolean mask (B, 1, T, T_k), true where query t (at position past + t) may attend to key s (at position s):
+// causal, same segment, inside the window. Without a cache past is 0 and T_k is T.
 at::Tensor build_attention_mask(int64_t T, const at::Tensor& segment_ids, std::optional<int64_t> window,
-                                const at::Device& device) {
-  at::Tensor positions = at::arange(T, at::TensorOptions().dtype(at::kLong).device(device));
-  at::Tensor query = positions.unsqueeze(1);  // (T, 1)
-  at::Tensor key = positions.unsqueeze(0);    // (1, T)
+                                const at::Device& device, int64_t past = 0) {
+  const at::TensorOptions positions = at::TensorOptions().dtype(at::kLong).device(device);
+  at::Tensor query = at::arange(past, past + T, positions).unsqueeze(1);  // (T, 1)
+  at::Tensor key = at::arange(past + T, positions).unsqueeze(0);          // (1, T_k)
   at::Tensor mask = key <= query;
   if (window) mask = mask.logical_and(key > query - *window);
   mask = mask.unsqueeze(0);  // (1, T, T)
@@ -184,7 +188,8 @@ Transformer Transformer::load(const std::string& model_dir, const LoadOptions& o
 }
 
 at::Tensor Transformer::attention_forward(const Attention& attn, const at::Tensor& x, const at::Tensor& cos,
-                                          const at::Tensor& sin, const at::Tensor& segment_ids) const {
+                                          const at::Tensor& sin, const at::Tensor& segment_ids, KvCache* cache,
+                                          size_t layer_index) const {
   const int64_t B = x.size(0), T = x.size(1);
   const int64_t H = config_.num_attention_heads, Hkv = config_.num_key_value_heads, D = config_.head_dim;
   at::Tensor q = attn.q_proj.forward(x).view({B, T, H, D});    // (B, T, H, D)
@@ -198,9 +203,18 @@ at::Tensor Transformer::attention_forward(const Attention& attn, const at::Tenso
 
   std::optional<at::Tensor> mask;
   bool is_causal = true;
-  if (segment_ids.defined() || attn.sliding_window) {
-    mask = build_attention_mask(T, segment_ids, attn.sliding_window, x.device());
+  const int64_t past = cache ? cache->length : 0;
+  if (cache) {  // append this step's keys and values; attend over every cached position
+    cache->keys[layer_index].narrow(2, past, T).copy_(k);
+    cache->values[layer_index].narrow(2, past, T).copy_(v);
+    k = cache->keys[layer_index].narrow(2, 0, past + T);  // (B, H_kv, T_k, D)
+    v = cache->values[layer_index].narrow(2, 0, past + T);
+  }
+  if (segment_ids.defined() || attn.sliding_window || (past > 0 && T > 1)) {
+    mask = build_attention_mask(T, segment_ids, attn.sliding_window, x.device(), past);
     is_causal = false;
+  } else if (past > 0) {
+    is_causal = false;  // one new query sees every cached key (SDPA's is_causal aligns top-left)
   }
   at::Tensor out = at::scaled_dot_product_attention(q, k, v, mask, /*dropout_p=*/0.0, is_causal,
                                                     /*scale=*/1.0 / std::sqrt(static_cast<double>(D)),
@@ -218,13 +232,57 @@ at::Tensor Transformer::hidden_states(const ForwardInput& input) const {
   }
   auto [cos, sin] = rotary_.cos_sin(position_ids, dtype_);  // (B, T, D)
   at::Tensor h = at::embedding(embed_tokens_, input.input_ids);  // (B, T, C)
+  const bool checkpoint = activation_checkpointing_ && at::GradMode::is_enabled();
   for (const DecoderLayer& layer : layers_) {
-    h = h + attention_forward(layer.self_attn, layer.input_layernorm.forward(h), cos, sin, input.segment_ids);
-    const Mlp& mlp = layer.mlp;
-    at::Tensor x = layer.post_attention_layernorm.forward(h);
-    h = h + mlp.down_proj.forward(at::silu(mlp.gate_proj.forward(x)) * mlp.up_proj.forward(x));
+    if (checkpoint) {
+      // The closure is called again in the backward pass: it holds its tensors by value.
+      h = checkpointed_forward([this, &layer, cos = cos, sin = sin, segment_ids = input.segment_ids](
+                                   const at::Tensor& x) { return layer_forward(layer, x, cos, sin, segment_ids); },
+                               h);
+    } else {
+      h = layer_forward(layer, h, cos, sin, input.segment_ids);
+    }
   }
   return norm_.forward(h);
+}
+
+at::Tensor Transformer::layer_forward(const DecoderLayer& layer, const at::Tensor& h, const at::Tensor& cos,
+                                      const at::Tensor& sin, const at::Tensor& segment_ids, KvCache* cache,
+                                      size_t layer_index) const {
+  at::Tensor out =
+      h + attention_forward(layer.self_attn, layer.input_layernorm.forward(h), cos, sin, segment_ids, cache, layer_index);
+  const Mlp& mlp = layer.mlp;
+  at::Tensor x = layer.post_attention_layernorm.forward(out);
+  return out + mlp.down_proj.forward(at::silu(mlp.gate_proj.forward(x)) * mlp.up_proj.forward(x));
+}
+
+at::Tensor Transformer::hidden_states_cached(const at::Tensor& input_ids, KvCache& cache) const {
+  FH_CHECK(input_ids.dim() == 2, "input_ids must be (B, T), got ", input_ids.dim(), " dims");
+  const int64_t B = input_ids.size(0), T = input_ids.size(1);
+  FH_CHECK(cache.keys.size() == layers_.size(), "KV cache has ", cache.keys.size(), " layers; the model ",
+           layers_.size());
+  FH_CHECK(cache.keys[0].size(0) == B, "KV cache is for ", cache.keys[0].size(0), " sequences, input has ", B);
+  if (cache.length + T > cache.capacity()) {
+    throw core::UsageError(absl::StrCat("KV cache: ", cache.length, " cached + ", T, " new positions exceed its capacity ",
+                                        cache.capacity()));
+  }
+  at::Tensor position_ids =
+      at::arange(cache.length, cache.length + T, input_ids.options().dtype(at::kLong)).unsqueeze(0).expand({B, T});
+  auto [cos, sin] = rotary_.cos_sin(position_ids, dtype_);  // (B, T, D)
+  at::Tensor h = at::embedding(embed_tokens_, input_ids);    // (B, T, C)
+  for (size_t i = 0; i < layers_.size(); ++i) h = layer_forward(layers_[i], h, cos, sin, at::Tensor(), &cache, i);
+  cache.length += T;
+  return norm_.forward(h);
+}
+
+KvCache KvCache::allocate(const io::ModelConfig& config, int64_t batch, int64_t capacity,
+                          const at::TensorOptions& options) {
+  KvCache cache;
+  for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
+    cache.keys.push_back(at::empty({batch, config.num_key_value_heads, capacity, config.head_dim}, options));
+    cache.values.push_back(at::empty({batch, config.num_key_value_heads, capacity, config.head_dim}, options));
+  }
+  return cache;
 }
 
 at::Tensor Transformer::lm_head_forward(const at::Tensor& hidden) const { return lm_head_.forward(hidden); }

@@ -12,6 +12,7 @@
 
 #include "core/dtype.h"
 #include "io/hf_config.h"
+#include "model/kv_cache.h"
 #include "model/linear.h"
 #include "model/rotary_embedding.h"
 
@@ -73,6 +74,15 @@ class Transformer {
   at::Tensor forward(const ForwardInput& input) const;
   // hidden (B, T, C) → logits (B, T, V).
   at::Tensor lm_head_forward(const at::Tensor& hidden) const;
+  // Incremental decoding: the final hidden states (B, T, C) of T new tokens (B, T) at positions
+  // cache.length … cache.length + T - 1, attending to the cached keys and values and to each other (causally);
+  // appends their keys and values to `cache` and advances cache.length. No packing (segment ids) here.
+  at::Tensor hidden_states_cached(const at::Tensor& input_ids, KvCache& cache) const;
+
+  // Activation checkpointing (model.activation_checkpointing): while grad mode is on, each decoder layer keeps
+  // only its input for the backward pass and is recomputed there (model/activation_checkpoint.h). Same results.
+  void set_activation_checkpointing(bool on) { activation_checkpointing_ = on; }
+  bool activation_checkpointing() const { return activation_checkpointing_; }
 
   const io::ModelConfig& config() const { return config_; }
   at::ScalarType dtype() const { return dtype_; }
@@ -86,8 +96,15 @@ class Transformer {
   int64_t num_parameters() const;
 
  private:
+  // With `cache` (layer `layer_index`'s slots of it), keys and values are appended there and attention spans
+  // every cached position; without, it spans the T positions of x.
   at::Tensor attention_forward(const Attention& attn, const at::Tensor& x, const at::Tensor& cos,
-                               const at::Tensor& sin, const at::Tensor& segment_ids) const;
+                               const at::Tensor& sin, const at::Tensor& segment_ids, KvCache* cache = nullptr,
+                               size_t layer_index = 0) const;
+  // One decoder layer: h + attention(norm(h)), then + mlp(norm(·)). h (B, T, C) → (B, T, C).
+  at::Tensor layer_forward(const DecoderLayer& layer, const at::Tensor& h, const at::Tensor& cos,
+                           const at::Tensor& sin, const at::Tensor& segment_ids, KvCache* cache = nullptr,
+                           size_t layer_index = 0) const;
 
   io::ModelConfig config_;
   std::string model_dir_;
@@ -97,6 +114,7 @@ class Transformer {
   RmsNorm norm_;
   Linear lm_head_;  // weight is embed_tokens_ when tied
   RotaryEmbedding rotary_;
+  bool activation_checkpointing_ = false;
 };
 
 }  // namespace freehold::model
