@@ -128,8 +128,9 @@ def lora_train_flops_per_token(cfg: dict, seq_len: int, r: int = LORA["r"]) -> d
                     N = the projections' and the LM head's weights (the embedding lookup is not a matmul; with tied
                     embeddings the LM head is the embedding matrix);
     adapters:       6 N_lora (forward 2, input gradient 2, weight gradient 2), N_lora = r (in + out) per projection;
-    attention:      6 L H D T  (QKᵀ and AV are 4 H D T per layer and token over the whole row; causal masking
-                    halves it to 2 H D T; backward is twice the forward).
+    attention:      12 L H D T (QKᵀ and AV are 4 H D T per layer and token forward, twice that backward; the causal
+                    mask is not subtracted, PaLM's convention).
+    The formula of trainer/flops.h (which writes "mfu" to metrics.jsonl), written again here for the PEFT side.
     """
     c = cfg
     C, L, H, Hkv, I, V = (c["hidden_size"], c["num_hidden_layers"], c["num_attention_heads"],
@@ -139,7 +140,7 @@ def lora_train_flops_per_token(cfg: dict, seq_len: int, r: int = LORA["r"]) -> d
     n_proj = L * sum(i * o for i, o in proj_shapes)
     n_lora = L * sum(r * (i + o) for i, o in proj_shapes)
     n_matmul = n_proj + V * C
-    parts = {"frozen_matmul": 4 * n_matmul, "adapter": 6 * n_lora, "attention": 6 * L * H * D * seq_len}
+    parts = {"frozen_matmul": 4 * n_matmul, "adapter": 6 * n_lora, "attention": 12 * L * H * D * seq_len}
     return {"per_token": sum(parts.values()), "parts": parts, "n_matmul": n_matmul, "n_lora": n_lora}
 
 
