@@ -1,0 +1,94 @@
+"""Fused kernels vs their unfused ATen compositions on the CPU: runs build-DIR/kernels_bench once per variant in its
+own process (so each peak RSS belongs to one variant), interleaved, and writes bench/results/DATE-kernels.json and
+the "Kernels" section of docs/benchmarks.md.
+
+    cmake --build build-kernels --target kernels_bench
+    .venv/bin/python bench/kernels/kernels_bench.py --bench build-kernels/kernels_bench [--runs 2]
+"""
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import subprocess
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BEGIN, END = "<!-- kernels-bench:begin -->", "<!-- kernels-bench:end -->"
+
+# (tokens, vocab, hidden, dtype): the issue's target case (Qwen2.5's 152k vocabulary, 4k tokens, Qwen2.5-0.5B's
+# hidden size) and a small-vocabulary case where chunking buys little.
+CASES = [(4096, 152064, 896, "fp32"), (4096, 32000, 896, "fp32")]
+
+
+def run_one(bench, impl, case, repeats):
+    tokens, vocab, hidden, dtype = case
+    out = subprocess.run([bench, "linear_cross_entropy", impl, str(tokens), str(vocab), str(hidden), dtype,
+                          str(repeats)], check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else 0.5 * (xs[len(xs) // 2 - 1] + xs[len(xs) // 2])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bench", required=True, help="path to the kernels_bench binary")
+    ap.add_argument("--runs", type=int, default=2, help="processes per variant (interleaved)")
+    ap.add_argument("--repeats", type=int, default=2, help="timed forward+backward passes per process (best kept)")
+    ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    args = ap.parse_args()
+    load_before = os.getloadavg()[0]
+    rows = []
+    for case in CASES:
+        results = {"fused": [], "unfused": []}
+        for _ in range(args.runs):
+            for impl in ("unfused", "fused"):
+                results[impl].append(run_one(args.bench, impl, case, args.repeats))
+        row = {"case": dict(zip(("tokens", "vocab", "hidden", "dtype"), case))}
+        for impl, rs in results.items():
+            row[impl] = {k: median([r[k] for r in rs]) for k in ("best_s", "best_cpu_s", "extra_peak_mb", "loss")}
+        rows.append(row)
+        print(json.dumps(row))
+    meta = {"date": datetime.date.today().isoformat(), "load_before": load_before, "load_after": os.getloadavg()[0],
+            "cpus": len(os.sched_getaffinity(0)), "machine": platform.processor() or platform.machine(),
+            "runs": args.runs, "repeats": args.repeats,
+            "commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                     text=True).stdout.strip()}
+    out = ROOT / "bench" / "results" / f"{meta['date']}-kernels.json"
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    if args.no_docs:
+        return
+    lines = [BEGIN, "## Kernels: fused vs unfused on the CPU", "",
+             f"Measured {meta['date']} by `bench/kernels/kernels_bench.py` (build-kernels/kernels_bench, "
+             f"RelWithDebInfo; {args.runs} processes per variant, interleaved, best of {args.repeats} passes each, "
+             f"medians over processes; {meta['cpus']} CPUs, load average {load_before:.1f} before and "
+             f"{meta['load_after']:.1f} after: the machine is shared, so CPU time is steadier than wall time). "
+             f"One pass = loss forward + backward to the hidden states; the LM head weight is frozen. Extra peak "
+             f"= peak RSS of the process minus its RSS with the inputs allocated.", "",
+             "| op | tokens × vocab × hidden, dtype | unfused wall / CPU (s) | fused wall / CPU (s) | unfused extra "
+             "peak (MB) | fused extra peak (MB) | fused / unfused peak | fused / unfused CPU time |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        c, u, f = r["case"], r["unfused"], r["fused"]
+        lines.append(f"| linear + cross-entropy | {c['tokens']} × {c['vocab']} × {c['hidden']}, {c['dtype']} | "
+                     f"{u['best_s']:.2f} / {u['best_cpu_s']:.2f} | {f['best_s']:.2f} / {f['best_cpu_s']:.2f} | "
+                     f"{u['extra_peak_mb']:.0f} | {f['extra_peak_mb']:.0f} | "
+                     f"{f['extra_peak_mb'] / max(u['extra_peak_mb'], 1):.3f} | "
+                     f"{f['best_cpu_s'] / u['best_cpu_s']:.2f} |")
+    lines += ["", "Targets (issue 7): at vocabulary 152k and 4k tokens, fused peak ≤ 1/4 of unfused at no more than "
+              "the unfused time.", END]
+    doc = ROOT / "docs" / "benchmarks.md"
+    text = doc.read_text()
+    block = "\n".join(lines)
+    if BEGIN in text and END in text:
+        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    doc.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
