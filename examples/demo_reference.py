@@ -27,7 +27,9 @@ def prepare(text_path: Path, out: Path) -> None:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=["<|begin|>", "<|end|>"], show_progress=False,
+    # <|im_start|> and <|im_end|> make the chatml template usable for the chat example (examples/chat/).
+    specials = ["<|begin|>", "<|end|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=specials, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(lines, trainer)
     out.mkdir(parents=True, exist_ok=True)
