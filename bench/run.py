@@ -24,6 +24,7 @@ hours on 2 cores.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import json
 import os
@@ -41,7 +42,7 @@ REPO = train_bench.REPO
 DOCS = REPO / "docs" / "benchmarks.md"
 
 
-def machine() -> dict:
+def machine(freehold: Path) -> dict:
     cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
                 if l.startswith("model name")), platform.processor())
     mem = next(int(l.split()[1]) * 1024 for l in Path("/proc/meminfo").read_text().splitlines()
@@ -56,7 +57,9 @@ def machine() -> dict:
     return {"cpu": cpu, "cpus_available": len(os.sched_getaffinity(0)), "memory_bytes": mem,
             "os": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "peft": peft.__version__,
-            "freehold_commit": commit + ("+local changes" if dirty else "")}
+            "freehold_commit": commit + ("+local changes" if dirty else ""),
+            "freehold_version": subprocess.run([str(freehold), "--version"], capture_output=True,
+                                               text=True).stdout.strip()}
 
 
 # ─── the other benches, as subprocesses ─────────────────────────────────────────────────────────────────────────
@@ -172,7 +175,7 @@ def markdown(result: dict, chart_name: str) -> str:
         "alpha 32 dropout 0.05 on q/k/v/o/gate/up/down of every layer (adapters and AdamW state fp32), the same "
         "token rows (micro-batch 1, every token a target), clip 1.0, AdamW; the same thread count. "
         f"{cases[0]['warmup']} warm-up step(s) dropped, medians of {cases[0]['steps'] - cases[0]['warmup']} "
-        "measured steps. Peak RSS: the whole process (GNU time), load included. MFU: FLOPs per token (formula "
+        f"measured steps; {result.get('jobs', 1)} grid point(s) at a time. Peak RSS: the whole process (GNU time), load included. MFU: FLOPs per token (formula "
         "below) × tokens/s ÷ the torch.mm peak measured on this machine in the same dtype and thread count.",
         "",
         f"![tokens/s and peak RSS ratios]({chart_name})",
@@ -206,6 +209,11 @@ def markdown(result: dict, chart_name: str) -> str:
                          f"{s['optimizer']:.3f} | {s['comm']:.3f} | {s['step']:.3f} | "
                          f"{c[side]['median_cpu_s']['step']:.3f} | "
                          f"{100 * c[side]['data_share']:.3f}% |")
+    ld = result.get("loader")
+    if ld:
+        lines += ["", f"Data loader share with the real data path ({ld['source']}, SmolLM2-135M shape, fp32, seq "
+                      f"{ld['seq_len']}, {ld['threads']} threads): median data phase {ld['median_data_s'] * 1e3:.2f} ms "
+                      f"of a {ld['median_step_s']:.2f} s step = **{100 * ld['share']:.3f}%** (target < 2%)."]
     ex, pr, di = result.get("export"), result.get("prepare"), result.get("dist")
     if ex or pr or di:
         lines += ["", "Other benches of the same run (details in their sections and JSON files):", ""]
@@ -251,8 +259,8 @@ def update_docs(section: str, quick: bool) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     train_bench.add_arguments(ap)
-    ap.add_argument("--only", nargs="+", choices=["train", "export", "prepare", "dist"],
-                    default=["train", "export", "prepare", "dist"])
+    ap.add_argument("--only", nargs="+", choices=["train", "loader", "export", "prepare", "dist"],
+                    default=["train", "loader", "export", "prepare", "dist"])
     ap.add_argument("--no-docs", action="store_true", help="write the JSON only")
     args = ap.parse_args()
     for tool, why in ((train_bench.TIME, "GNU time measures each side's peak RSS (apt install time)"),
@@ -264,14 +272,26 @@ def main() -> int:
     result = {"date": date, "bench": "run", "quick": args.quick,
               "command": "make bench" + (" ARGS=--quick" if args.quick else "") if os.environ.get("MAKELEVEL")
               else "bench/run.py " + " ".join(sys.argv[1:]),
-              "machine": machine(), "load_average": [os.getloadavg()[0]]}
+              "machine": machine(args.freehold), "load_average": [os.getloadavg()[0]]}
     if "train" in args.only:
-        peaks: dict = {}
         cases = train_bench.cases_from(args)
-        print(f"training: {len(cases)} grid points", flush=True)
-        result["train"] = [train_bench.run_case(c, args.freehold, args.work, peaks,
-                                                log=lambda s: print(s, flush=True)) for c in cases]
+        print(f"training: {len(cases)} grid points, {args.jobs} at a time", flush=True)
+        # The matmul peaks first, alone, so that no grid point running beside them lowers them.
+        peaks: dict = {}
+        for c in cases:
+            key = (c["dtype"], c["threads"])
+            if key not in peaks:
+                env = dict(os.environ, OMP_NUM_THREADS=str(c["threads"]), MKL_NUM_THREADS=str(c["threads"]))
+                peaks[key] = train_bench.matmul_peak(c["dtype"], c["threads"], env)
+        run = lambda c: train_bench.run_case(c, args.freehold, args.work, peaks, log=lambda s: print(s, flush=True))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            result["train"] = list(pool.map(run, cases))
+        result["jobs"] = args.jobs
         result["formula"] = train_bench.lora_train_flops_per_token.__doc__
+    if "loader" in args.only:
+        print("data loader share ...", flush=True)
+        result["loader"] = train_bench.loader_share(args.freehold, args.work)
+        print(f"data loader: {100 * result['loader']['share']:.3f}% of the step", flush=True)
     if "export" in args.only:
         print("export bench ...", flush=True)
         result["export"] = run_export(args)
@@ -285,9 +305,14 @@ def main() -> int:
 
     out = REPO / "bench" / "results" / f"{date}{'-quick' if args.quick else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():  # a run of some parts (--only) keeps the other parts of the same day's file
+        earlier = json.loads(out.read_text())
+        for key in ("train", "formula", "jobs", "loader", "export", "prepare", "dist"):
+            if key not in result and key in earlier:
+                result[key] = earlier[key]
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")
-    if "train" in args.only and not args.no_docs:
+    if "train" in result and not args.no_docs:
         chart = f"benchmarks-train{'-quick' if args.quick else ''}.svg"
         title = f"freehold vs HF PEFT, LoRA training, {date}{' (quick grid)' if args.quick else ''}"
         (DOCS.parent / chart).write_text(svg_chart(result["train"], title))

@@ -256,10 +256,11 @@ def run_case(case: dict, freehold: Path, work: Path, peaks: dict, log=print) -> 
     key = (case["dtype"], case["threads"])
     if key not in peaks:
         peaks[key] = matmul_peak(case["dtype"], case["threads"], env)
+    label = f"{case['model']}-t{case['seq_len']}-{case['dtype']}-{case['threads']}t"
     flops = lora_train_flops_per_token(shape, case["seq_len"])
     tokens = case["seq_len"]  # micro-batch 1, no padding
     load_before = os.getloadavg()[0]
-    fh = run_freehold(freehold, base, batches, case, work / "runs" / "freehold", env)
+    fh = run_freehold(freehold, base, batches, case, work / "runs" / f"freehold-{label}", env)
     pf = run_peft(base, batches, case, env)
     result = dict(case, tokens_per_step=tokens, flops_per_token=flops["per_token"], flops_parts=flops["parts"],
                   matmul_peak_flops_per_s=peaks[key], load_average=[load_before, os.getloadavg()[0]],
@@ -278,12 +279,61 @@ def run_case(case: dict, freehold: Path, work: Path, peaks: dict, log=print) -> 
     return result
 
 
+def loader_share(freehold: Path, work: Path, threads: int = 2, seq_len: int = 512, steps: int = 4) -> dict:
+    """The real data path's share of the step: freehold trains the SmolLM2 shape (fp32) from a prepared HDF5 file
+    (tests/data/corpus text, the Llama-3-style tokenizer of scripts/make_tokenizers.py, packing, shuffling) instead
+    of the testing-only batch file, and reports time_s.data against time_s.step (medians after one warm-up step)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("make_tokenizers", REPO / "scripts" / "make_tokenizers.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    root = work / "loader"
+    tokenizer = root / "tokenizers" / "llama3" / "tokenizer.json"
+    if not tokenizer.exists():
+        gen.main(str(root / "tokenizers"))
+    corpus = root / "corpus.jsonl"
+    lines = [l for l in (REPO / "tests/data/corpus/multilingual.txt").read_text(encoding="utf-8",
+                                                                              errors="replace").split("\n") if l.strip()]
+    with open(corpus, "w", encoding="utf-8") as out:
+        for i in range(4000):
+            out.write(json.dumps({"text": "\n".join(lines[(i + k) % len(lines)] for k in range(1 + i % 8))},
+                                 ensure_ascii=False) + "\n")
+    dataset = root / "corpus.h5"
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    subprocess.run([str(freehold), "prepare", "--tokenizer", str(tokenizer), "--input", str(corpus), "--out",
+                    str(dataset), "--force", "--format", "text"], check=True, env=env, capture_output=True)
+    base = make_base(work, "smollm2-135m", "fp32")
+    run_dir = root / "run"
+    config = {
+        "model": {"path": str(base), "dtype": "fp32"},
+        "adapter": {"r": LORA["r"], "alpha": LORA["lora_alpha"], "dropout": LORA["lora_dropout"],
+                    "target_modules": TARGETS},
+        "data": {"train": [str(dataset)], "tokenizer": str(tokenizer), "seq_len": seq_len, "packing": True,
+                 "shuffle": True},
+        "train": {"micro_batch_size": 1, "max_steps": steps, "lr_schedule": "constant", "precision": "fp32"},
+        "output": {"dir": str(run_dir), "log_every": 1, "export": "none", "tensorboard": False},
+        "resume": "never",
+    }
+    shutil.rmtree(run_dir, ignore_errors=True)
+    config_path = run_dir.with_suffix(".yaml")
+    config_path.write_text(json.dumps(config))
+    timed([str(freehold), "train", str(config_path)], env)
+    records = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    times = [r["time_s"] for r in records if "time_s" in r][1:]
+    data = statistics.median(t["data"] for t in times)
+    step = statistics.median(t["step"] for t in times)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return {"source": "prepared HDF5, packing, shuffle", "seq_len": seq_len, "threads": threads,
+            "median_data_s": data, "median_step_s": step, "share": data / step,
+            "data_s": [t["data"] for t in times]}
+
+
 def grid(models, seqs, dtypes, threads, warmup: int, steps: int) -> list[dict]:
     return [dict(model=m, seq_len=t, dtype=d, threads=n, warmup=warmup, steps=warmup + steps)
             for m in models for t in seqs for d in dtypes for n in threads]
 
 
-QUICK = dict(models=["smollm2-135m"], seqs=[512], dtypes=["fp32", "bf16"], threads=[2], warmup=1, steps=3)
+QUICK = dict(models=["smollm2-135m"], seqs=[512], dtypes=["fp32", "bf16"], threads=[2], warmup=1, steps=2)
 FULL = dict(models=["smollm2-135m", "qwen2.5-0.5b"], seqs=[512, 2048], dtypes=["fp32", "bf16"], threads=[1, 2],
             warmup=1, steps=3)
 
@@ -298,6 +348,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--steps", type=int, help="measured steps")
     ap.add_argument("--work", type=Path, default=REPO / "build" / "bench")
     ap.add_argument("--freehold", type=Path, default=REPO / "build" / "bin" / "freehold")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="grid points run at once (each still runs freehold, then PEFT); >1 only where the machine is "
+                         "already shared, where wall times mean little and the CPU-time columns carry the comparison")
 
 
 def cases_from(args) -> list[dict]:
