@@ -87,16 +87,9 @@ class StagingDirectory {
  public:
   explicit StagingDirectory(const fs::path& out) : out_(out) {
     const fs::path parent = out.parent_path();
-    std::error_code ec;
-    fs::create_directories(parent, ec);
-    if (ec) throw core::SystemError(absl::StrCat("export: cannot create the directory ", parent.string()), ec.value());
+    if (!parent.empty()) core::create_directories(parent.string());
+    // mkdtemp makes it 0700, which the output keeps: merged weights carry what the adapter learned (core/file.h).
     path_ = make_temp_dir(parent, out.filename().string() + ".freehold-export");
-    // mkdtemp makes it 0700; the output should get the permissions a plain mkdir would.
-    const mode_t mask = ::umask(0);
-    ::umask(mask);
-    if (::chmod(path_.c_str(), 0777 & ~mask) != 0) {
-      throw core::SystemError(absl::StrCat("export: cannot chmod ", path_.string()), errno);
-    }
   }
   ~StagingDirectory() {
     if (committed_) return;

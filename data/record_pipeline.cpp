@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/error.h"
+#include "core/file.h"
 #include "nlohmann/json.hpp"
 
 namespace freehold::data {
@@ -20,6 +21,7 @@ BadRecords::~BadRecords() {
 }
 
 void BadRecords::open_rejects_file(const std::string& path) {
+  core::create_file_if_missing(path);  // owner-only: it quotes the bad records' content
   rejects_ = std::fopen(path.c_str(), "wb");
   if (rejects_ == nullptr) throw core::SystemError(absl::StrCat("creating rejects file ", path), errno);
   rejects_path_ = path;

@@ -456,9 +456,7 @@ void save_peft_adapter(const std::string& dir, const PeftAdapterConfig& config, 
   // The text must read back as it was meant (catches a config freehold itself would refuse).
   parse_peft_adapter_config(text, absl::StrCat(dir, "/", kAdapterConfigFile, " (about to be written)"));
 
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);  // as PEFT's os.makedirs(exist_ok=True)
-  if (ec) throw core::SystemError(absl::StrCat("create directory ", dir), ec.value());
+  core::create_directories(dir);  // as PEFT's os.makedirs(exist_ok=True), owner-only
   std::vector<NamedTensor> detached;
   detached.reserve(tensors.size());
   for (const NamedTensor& t : tensors) detached.push_back({t.name, t.tensor.detach()});

@@ -434,9 +434,7 @@ ShardedSafetensorsWriter::ShardedSafetensorsWriter(std::string dir, std::vector<
     shard.header = serialize_safetensors_header(shard.tensors, metadata, absl::StrCat(dir_, "/", shard.file_name));
   }
 
-  std::error_code ec;
-  std::filesystem::create_directories(dir_, ec);
-  if (ec) throw core::SystemError(absl::StrCat("cannot create the directory ", dir_), ec.value());
+  core::create_directories(dir_);
 }
 
 ShardedSafetensorsWriter::~ShardedSafetensorsWriter() = default;

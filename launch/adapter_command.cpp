@@ -93,9 +93,7 @@ void write_residual_model(const std::string& model_dir, const std::string& out_d
     auto it = replaced.find(name);
     tensors.push_back({name, it != replaced.end() ? it->second : files.tensor(name)});
   }
-  std::error_code ec;
-  std::filesystem::create_directories(out_dir, ec);
-  if (ec) throw core::SystemError(absl::StrCat("create directory ", out_dir), ec.value());
+  core::create_directories(out_dir);
   io::save_safetensors(absl::StrCat(out_dir, "/", io::kSingleWeightsFile), tensors, {{"format", "pt"}});
   core::write_file_atomic(absl::StrCat(out_dir, "/config.json"), core::read_file(absl::StrCat(model_dir, "/config.json")));
 }

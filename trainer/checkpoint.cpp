@@ -61,13 +61,13 @@ std::string checkpoint_dir_name(int64_t step) { return absl::StrFormat("%s%06d",
 
 std::string commit_checkpoint(const std::string& checkpoints_dir, int64_t step,
                               const std::function<void(const std::string& dir)>& write_files, int64_t keep_last) {
-  fs::create_directories(checkpoints_dir);
+  core::create_directories(checkpoints_dir);
   const std::string name = checkpoint_dir_name(step);
   const fs::path final_dir = fs::path(checkpoints_dir) / name;
   const fs::path tmp_dir = fs::path(checkpoints_dir) / absl::StrCat(kTempPrefix, name, ".", ::getpid());
   std::error_code ec;
   fs::remove_all(tmp_dir, ec);
-  fs::create_directory(tmp_dir);
+  core::create_directories(tmp_dir.string());
   try {
     write_files(tmp_dir.string());
     nlohmann::ordered_json manifest;

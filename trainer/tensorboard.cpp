@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/error.h"
+#include "core/file.h"
 
 namespace freehold::trainer {
 namespace {
@@ -95,6 +96,7 @@ TensorBoardWriter::TensorBoardWriter(const std::string& dir) {
   gethostname(host, sizeof(host) - 1);
   path_ = absl::StrCat(dir, "/events.out.tfevents.", static_cast<int64_t>(now_seconds()), ".", host, ".", ::getpid(),
                        ".0");
+  core::create_file_if_missing(path_);  // owner-only, as every run output
   file_ = std::fopen(path_.c_str(), "wb");
   if (!file_) throw core::SystemError("open " + path_, errno);
   std::string e = event_header(now_seconds());

@@ -183,7 +183,7 @@ void Trainer::setup() {
     core::log_warning("model.activation_checkpointing: not implemented yet; training without it");
   }
   checkpoints_dir_ = (fs::path(o.dir) / "checkpoints").string();
-  fs::create_directories(o.dir);
+  core::create_directories(o.dir);  // owner-only, as everything under it (core/file.h)
   core::write_file_atomic((fs::path(o.dir) / "config.yaml").string(), config_.resolved_config_yaml);
 
   // A fresh run's randomness (adapter init, dropout) starts from the seed; a resumed run restores the streams.
@@ -562,6 +562,7 @@ void Trainer::resume_from(const std::string& dir) {
 
 void Trainer::append_metrics(const json& record) {
   const std::string path = (fs::path(config_.output.dir) / "metrics.jsonl").string();
+  core::create_file_if_missing(path);
   std::ofstream out(path, std::ios::app);
   out << record.dump() << "\n";
   out.flush();
@@ -616,7 +617,7 @@ void Trainer::finish() {
   // adapter/ is written for every export but none: merged/ is made from it.
   if (o.export_kind != ExportKind::kNone) {
     const std::string adapter_dir = (fs::path(o.dir) / "adapter").string();
-    fs::create_directories(adapter_dir);
+    core::create_directories(adapter_dir);
     adapters_->save(adapter_dir);
     core::log_info("adapter written to ", adapter_dir, " (PEFT format)");
     if (o.export_kind == ExportKind::kMerged || o.export_kind == ExportKind::kBoth) {
