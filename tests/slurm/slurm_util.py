@@ -174,11 +174,9 @@ class ClusterTestCase(unittest.TestCase):
             raise AssertionError("Slurm is not installed: run scripts/bootstrap.sh (Debian slurmctld slurmd "
                                  "slurm-client munge)")
         cls.cluster = LocalCluster()
+        # A class cleanup runs even when a subclass's setUpClass fails after this point (tearDownClass would not).
+        cls.addClassCleanup(cls.cluster.stop)
         cls.cluster.start()
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.cluster.stop()
 
     def run(self, result=None):
         result = result if result is not None else self.defaultTestResult()
