@@ -7,14 +7,15 @@
 #   scripts/slurm_local_cluster.sh stop DIR    # cancels every job, stops the daemons by their pid files
 #   scripts/slurm_local_cluster.sh logs DIR    # the daemons' logs, for a failed test
 #
-# The node claims more CPUs than the machine has (SlurmdParameters=config_overrides) and the partition shares
-# them (OverSubscribe=FORCE), so a 2-core machine holds a 4-task job. MpiDefault is pmix where Debian's Slurm has
-# the plugin (bookworm's does), else pmi2. A start that fails prints the logs, stops what it started and exits 1.
+# The node claims more CPUs than the machine has, and 8 stand-in GPUs (SlurmdParameters=config_overrides), and the
+# partition shares them (OverSubscribe=FORCE), so a 2-core machine holds a 4-task job and the GPU job scripts of
+# launch/slurm/ run as they are. MpiDefault is pmix where Debian's Slurm has the plugin (bookworm's does), else pmi2. A start that fails prints the logs, stops what it started and exits 1.
 set -euo pipefail
 
 readonly kNodeName=fhnode
 readonly kPartition=debug
-readonly kNodeCpus=8
+readonly kNodeCpus=64
+readonly kNodeGpus=8
 readonly kStartTimeoutS=60
 
 log() { printf '[slurm_local_cluster] %s\n' "$*" >&2; }
@@ -120,9 +121,15 @@ MinJobAge=600
 InactiveLimit=0
 KillWait=30
 SlurmdTimeout=300
-NodeName=$kNodeName NodeHostname=$(hostname) NodeAddr=127.0.0.1 CPUs=$kNodeCpus State=UNKNOWN
+# Stand-in GPUs (gres.conf): job scripts written for GPU nodes (--gpus-per-node) run unchanged, ranks on the CPU.
+GresTypes=gpu
+NodeName=$kNodeName NodeHostname=$(hostname) NodeAddr=127.0.0.1 CPUs=$kNodeCpus Gres=gpu:$kNodeGpus State=UNKNOWN
 PartitionName=$kPartition Nodes=$kNodeName Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 EOF
+  # Slurm drops a GPU without a device file; empty files stand in for /dev/nvidia0..7 (no cgroup reads them).
+  mkdir -p "$dir/dev"
+  for ((i = 0; i < kNodeGpus; ++i)); do : >"$dir/dev/gpu$i"; done
+  echo "NodeName=$kNodeName Name=gpu File=$dir/dev/gpu[0-$((kNodeGpus - 1))]" >"$dir/gres.conf"
   : >"$dir/plugstack.conf"
 }
 
