@@ -9,7 +9,8 @@
 #
 # The node claims more CPUs than the machine has, and 8 stand-in GPUs (SlurmdParameters=config_overrides), and the
 # partition shares them (OverSubscribe=FORCE), so a 2-core machine holds a 4-task job and the GPU job scripts of
-# launch/slurm/ run as they are. MpiDefault is pmix where Debian's Slurm has the plugin (bookworm's does), else pmi2. A start that fails prints the logs, stops what it started and exits 1.
+# launch/slurm/ run as they are. MpiDefault is pmix where Debian's Slurm has the plugin (bookworm's does), else
+# pmi2. A start that fails prints the logs, stops what it started and exits 1.
 set -euo pipefail
 
 readonly kNodeName=fhnode
