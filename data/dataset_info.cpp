@@ -13,12 +13,20 @@ namespace {
 
 constexpr hsize_t kBlockTokens = hsize_t{1} << 20;
 
-// Folds a block of ids and mask bytes into the totals.
-void add_block(const std::vector<int32_t>& ids, const std::vector<uint8_t>& mask, bool has_mask, Hdf5DatasetInfo* info) {
+// Folds a block of ids and mask bytes, starting at token `first` of the file, into the totals. A document's first
+// token is never a target (nothing before it predicts it; the loader labels it kIgnoreIndex), so `starts` (the
+// ascending first-token indices of the non-empty documents) and its cursor `next_start` skip those.
+void add_block(const std::vector<int32_t>& ids, const std::vector<uint8_t>& mask, bool has_mask, int64_t first,
+               const std::vector<int64_t>& starts, size_t* next_start, Hdf5DatasetInfo* info) {
   for (size_t i = 0; i < ids.size(); ++i) {
     if (info->tokens == 0 && i == 0) info->min_id = info->max_id = ids[i];
     info->min_id = std::min<int64_t>(info->min_id, ids[i]);
     info->max_id = std::max<int64_t>(info->max_id, ids[i]);
+    const int64_t index = first + static_cast<int64_t>(i);
+    if (*next_start < starts.size() && starts[*next_start] == index) {
+      ++*next_start;
+      continue;
+    }
     if (!has_mask || mask[i] != 0) ++info->target_tokens;
   }
   info->tokens += static_cast<int64_t>(ids.size());
@@ -83,7 +91,9 @@ Hdf5DatasetInfo describe_hdf5_dataset(const std::string& path) {
   Hdf5DatasetInfo info;
   info.path = path;
   info.kind = file.has_dataset("/tokens") ? "prepared" : "rows";
-  for (const std::string& name : file.attribute_names()) info.attributes.emplace_back(name, file.attribute_text(name));
+  std::vector<std::string> attribute_names = file.attribute_names();
+  std::sort(attribute_names.begin(), attribute_names.end());
+  for (const std::string& name : attribute_names) info.attributes.emplace_back(name, file.attribute_text(name));
 
   const std::string ids_name = info.kind == "prepared" ? "/tokens" : "/input_ids";
   std::vector<std::string> names = {ids_name};
@@ -102,7 +112,14 @@ Hdf5DatasetInfo describe_hdf5_dataset(const std::string& path) {
   std::vector<uint8_t> mask_block;
   info.documents = source->num_docs();
   std::vector<int64_t> lengths(static_cast<size_t>(info.documents));
-  for (int64_t d = 0; d < info.documents; ++d) lengths[d] = source->doc_length(d);
+  std::vector<int64_t> starts;
+  int64_t offset = 0;
+  for (int64_t d = 0; d < info.documents; ++d) {
+    lengths[d] = source->doc_length(d);
+    if (lengths[d] > 0) starts.push_back(offset);
+    offset += lengths[d];
+  }
+  size_t next_start = 0;
   if (info.kind == "prepared") {
     const hsize_t total = file.shape(ids.get(), ids_name)[0];
     for (hsize_t start = 0; start < total; start += kBlockTokens) {
@@ -113,7 +130,7 @@ Hdf5DatasetInfo describe_hdf5_dataset(const std::string& path) {
         mask_block.resize(count);
         file.read_1d(mask.get(), "/loss_mask", H5T_NATIVE_UINT8, start, count, mask_block.data());
       }
-      add_block(id_block, mask_block, has_mask, &info);
+      add_block(id_block, mask_block, has_mask, static_cast<int64_t>(start), starts, &next_start, &info);
     }
   } else {
     const std::vector<hsize_t> shape = file.shape(ids.get(), ids_name);
@@ -127,7 +144,7 @@ Hdf5DatasetInfo describe_hdf5_dataset(const std::string& path) {
         mask_block.resize(rows * width);
         file.read_rows(mask.get(), "/loss_mask", H5T_NATIVE_UINT8, row, rows, width, mask_block.data());
       }
-      add_block(id_block, mask_block, has_mask, &info);
+      add_block(id_block, mask_block, has_mask, static_cast<int64_t>(row * width), starts, &next_start, &info);
     }
   }
   summarize_lengths(std::move(lengths), &info);

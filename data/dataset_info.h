@@ -21,7 +21,8 @@ struct Hdf5DatasetInfo {
   std::vector<std::pair<std::string, hdf5::DatasetLayout>> datasets;
   int64_t documents = 0;  // documents (prepared) or rows
   int64_t tokens = 0;
-  int64_t target_tokens = 0;  // loss_mask == 1 (every token when there is no mask)
+  int64_t target_tokens = 0;  // tokens the loader trains on: loss_mask == 1 (all without a mask), except each
+                              // document's first token, which nothing predicts
   int64_t min_id = 0, max_id = 0;
   // Document lengths in tokens.
   int64_t min_length = 0, max_length = 0, p50_length = 0, p90_length = 0, p99_length = 0;
