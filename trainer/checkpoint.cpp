@@ -60,7 +60,8 @@ void remove_all_logged(const fs::path& path, const std::string& why) {
 std::string checkpoint_dir_name(int64_t step) { return absl::StrFormat("%s%06d", kStepPrefix, step); }
 
 std::string commit_checkpoint(const std::string& checkpoints_dir, int64_t step,
-                              const std::function<void(const std::string& dir)>& write_files, int64_t keep_last) {
+                              const std::function<void(const std::string& dir)>& write_files, int64_t keep_last,
+                              const std::function<void()>& before_commit) {
   core::create_directories(checkpoints_dir);
   const std::string name = checkpoint_dir_name(step);
   const fs::path final_dir = fs::path(checkpoints_dir) / name;
@@ -86,6 +87,7 @@ std::string commit_checkpoint(const std::string& checkpoints_dir, int64_t step,
     manifest["files"] = files;
     core::write_file_atomic((tmp_dir / kManifestFile).string(), manifest.dump(2) + "\n");
     core::fsync_directory(tmp_dir.string());
+    if (before_commit) before_commit();
   } catch (...) {
     fs::remove_all(tmp_dir, ec);  // never a marker: the previous checkpoint stays the newest committed one
     throw;

@@ -26,8 +26,11 @@ std::string checkpoint_dir_name(int64_t step);
 // Writes checkpoint `step` under `checkpoints_dir`: `write_files(tmp_dir)` writes the files, then the manifest, the
 // fsyncs and the rename commit it, LATEST is updated, and committed checkpoints beyond the newest `keep_last`
 // (0: keep all) are deleted. A checkpoint of the same step already there is replaced. Returns the final directory.
+// `before_commit`, when given, runs after the manifest is written and before the rename: the ranks' vote (C7); if
+// it throws, the temporary directory is removed and nothing is committed.
 std::string commit_checkpoint(const std::string& checkpoints_dir, int64_t step,
-                              const std::function<void(const std::string& dir)>& write_files, int64_t keep_last);
+                              const std::function<void(const std::string& dir)>& write_files, int64_t keep_last,
+                              const std::function<void()>& before_commit = {});
 
 // Why `dir` is not a usable committed checkpoint ("" when it is): no manifest (uncommitted), a manifest that does
 // not parse, a listed file missing or with another size or SHA-256. Throws core::FormatError for a manifest of an

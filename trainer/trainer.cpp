@@ -146,8 +146,14 @@ bool stop_requested() { return g_stop_signal != 0; }
 std::unique_ptr<data::BatchSource> open_batch_source(const data::DataOptions& options, bool eval,
                                                      int64_t micro_batch_size, uint64_t seed, int64_t vocab_size,
                                                      const std::string& model_dir,
-                                                     std::unique_ptr<data::Tokenizer>& tokenizer) {
+                                                     std::unique_ptr<data::Tokenizer>& tokenizer, int rank,
+                                                     int world_size) {
   const std::vector<data::DataSource>& sources = eval ? options.eval : options.train;
+  if (sources.size() == 1 && is_testing_batches_path(sources[0].path) && world_size > 1) {
+    throw core::UsageError(absl::StrCat("data.", eval ? "eval" : "train", ": ", sources[0].path, " is a testing batch "
+                                        "file, which has no rank shares; with ", world_size, " ranks use a dataset "
+                                        "(HDF5, JSONL or text) that data/'s loader splits across the ranks"));
+  }
   if (sources.size() == 1 && is_testing_batches_path(sources[0].path)) {
     return std::make_unique<TokenBatchSource>(sources[0].path, micro_batch_size, vocab_size);
   }
@@ -165,14 +171,19 @@ std::unique_ptr<data::BatchSource> open_batch_source(const data::DataOptions& op
     }
     tokenizer = std::make_unique<data::Tokenizer>(data::Tokenizer::load(path));
   }
-  // World size 1 is rank 0 of 1; the multi-rank issue passes the World's rank and size here.
-  return data::open_batch_source(options, *tokenizer, micro_batch_size, seed, /*rank=*/0, /*world_size=*/1, eval,
+  // Rank r of W reads batch k's rows [(k·W + r)·B, +B) (data/sampler.h): W ranks of B see the rows 1 rank of W·B does.
+  return data::open_batch_source(options, *tokenizer, micro_batch_size, seed, rank, world_size, eval,
                                  vocab_size);
 }
 
 // ─── set-up ──────────────────────────────────────────────────────────────────────────────────────────────────────
 
-Trainer::Trainer(TrainerConfig config) : config_(std::move(config)) {}
+Trainer::Trainer(TrainerConfig config, dist::World* world) : config_(std::move(config)), world_(world) {
+  if (world_ == nullptr) {
+    own_world_ = dist::World::single_process();
+    world_ = own_world_.get();
+  }
+}
 
 Trainer::~Trainer() { restore_stop_handlers(); }
 
@@ -184,7 +195,10 @@ void Trainer::setup() {
   }
   checkpoints_dir_ = (fs::path(o.dir) / "checkpoints").string();
   core::create_directories(o.dir);  // owner-only, as everything under it (core/file.h)
-  core::write_file_atomic((fs::path(o.dir) / "config.yaml").string(), config_.resolved_config_yaml);
+  // Rank 0 writes the run directory; the others share it (a shared filesystem across nodes, docs/distributed.md).
+  if (world_->rank() == 0) {
+    core::write_file_atomic((fs::path(o.dir) / "config.yaml").string(), config_.resolved_config_yaml);
+  }
 
   // A fresh run's randomness (adapter init, dropout) starts from the seed; a resumed run restores the streams.
   at::manual_seed(t.seed);
@@ -194,6 +208,7 @@ void Trainer::setup() {
   load.dtype = t.precision;
   model_ = model::Transformer::load(config_.model.path, load);
   base_config_sha256_ = core::sha256_file_hex((fs::path(config_.model.path) / "config.json").string());
+  check_ranks_agree();
   adapters_ = adapters::AdapterSet::create(*model_, config_.adapter, t.seed);
   if ((o.export_kind == ExportKind::kMerged || o.export_kind == ExportKind::kBoth) &&
       !adapters_->residual_base_weights().empty()) {
@@ -202,6 +217,16 @@ void Trainer::setup() {
                                         "leaves, not on ", config_.model.path, "; use output.export: adapter"));
   }
   adapters_->set_training(true);
+  {
+    // Every rank starts from rank 0's adapter (inits are seeded alike, but an SVD-based init need not agree across
+    // machines), and draws its own dropout masks: rank 0 keeps the seed's stream, so world size 1 is unchanged.
+    std::vector<at::Tensor> params;
+    for (const io::NamedTensor& p : adapters_->parameters()) params.push_back(p.tensor);
+    grad_buckets_.emplace(params);
+    at::NoGradGuard no_grad;
+    for (const at::Tensor& p : params) world_->communicator(p.device()).broadcast_(p, 0, "adapter broadcast");
+    if (world_->rank() > 0) at::manual_seed(t.seed + 1000003ULL * static_cast<uint64_t>(world_->rank()));
+  }
 
   AdamWOptions adamw;
   adamw.beta1 = t.betas[0];
@@ -213,10 +238,10 @@ void Trainer::setup() {
 
   const int64_t vocab = model_->config().vocab_size;
   train_source_ = open_batch_source(config_.data, false, t.micro_batch_size, t.seed, vocab, config_.model.path,
-                                    tokenizer_);
+                                    tokenizer_, world_->rank(), world_->size());
   if (!config_.data.eval.empty()) {
     eval_source_ = open_batch_source(config_.data, true, t.micro_batch_size, t.seed, vocab, config_.model.path,
-                                     tokenizer_);
+                                     tokenizer_, world_->rank(), world_->size());
   }
   if (t.max_steps) {
     total_steps_ = *t.max_steps;
@@ -230,25 +255,74 @@ void Trainer::setup() {
   }
   schedule_ = {t.lr_schedule, t.warmup_steps, total_steps_, t.min_lr_ratio};
 
-  std::optional<std::string> checkpoint;
-  if (config_.resume == ResumeMode::kAuto) {
-    checkpoint = find_latest_checkpoint(checkpoints_dir_);
-  } else if (config_.resume == ResumeMode::kPath) {
-    std::string problem = check_checkpoint(config_.resume_path);
-    if (!problem.empty()) {
-      throw core::UsageError(absl::StrCat("resume: ", config_.resume_path, " is not a committed checkpoint: ", problem));
-    }
-    checkpoint = config_.resume_path;
-  }
+  std::optional<std::string> checkpoint = agree_on_checkpoint();
   if (checkpoint) {
     resume_from(*checkpoint);
-  } else {
+  } else if (world_->rank() == 0) {
     // A run that starts over does not keep the metrics of an earlier one.
     std::error_code ec;
     fs::remove(fs::path(o.dir) / "metrics.jsonl", ec);
   }
-  if (o.tensorboard) tensorboard_ = std::make_unique<TensorBoardWriter>(o.dir);
+  if (o.tensorboard && world_->rank() == 0) tensorboard_ = std::make_unique<TensorBoardWriter>(o.dir);
   install_stop_handlers();
+}
+
+// Start-up check across ranks: the same freehold, config and base model everywhere, else every rank stops with
+// the first difference (a rank with another binary or config would train something else and still all-reduce).
+void Trainer::check_ranks_agree() {
+  json mine;
+  mine["freehold"] = FREEHOLD_TRAINER_VERSION;
+  mine["config_sha256"] = core::sha256_hex(config_.resolved_config_yaml);
+  mine["base_model_config_sha256"] = base_config_sha256_;
+  mine["base_model_parameters"] = model_->num_parameters();
+  const std::vector<std::string> all = world_->all_gather(mine.dump(), "start-up check");
+  std::vector<std::string> differences;
+  const json first = json::parse(all[0]);
+  for (size_t r = 1; r < all.size(); ++r) {
+    const json other = json::parse(all[r]);
+    for (const auto& [key, value] : first.items()) {
+      if (other.at(key) != value) {
+        differences.push_back(absl::StrCat(key, ": rank 0 has ", value.dump(), ", rank ", r, " has ", other.at(key).dump()));
+      }
+    }
+  }
+  if (!differences.empty()) {
+    throw core::UsageError(absl::StrCat("the ranks of this job differ:\n  ", absl::StrJoin(differences, "\n  "),
+                                        "\nStart every rank with the same freehold binary, config (and overrides) "
+                                        "and model.path"));
+  }
+  if (world_->size() > 1) {
+    core::log_info("world size ", world_->size(), ": ranks agree on freehold ", FREEHOLD_TRAINER_VERSION, ", config ",
+                   first["config_sha256"].get<std::string>().substr(0, 12), " and base model ",
+                   base_config_sha256_.substr(0, 12));
+  }
+}
+
+// The resume point: rank 0 alone scans (the scan removes uncommitted directories) and tells the others.
+std::optional<std::string> Trainer::agree_on_checkpoint() {
+  std::string found;
+  std::string problem;
+  if (world_->rank() == 0) {
+    try {
+      if (config_.resume == ResumeMode::kAuto) {
+        found = find_latest_checkpoint(checkpoints_dir_).value_or("");
+      } else if (config_.resume == ResumeMode::kPath) {
+        problem = check_checkpoint(config_.resume_path);
+        if (!problem.empty()) {
+          problem = absl::StrCat("resume: ", config_.resume_path, " is not a committed checkpoint: ", problem);
+        }
+        found = config_.resume_path;
+      }
+    } catch (const core::Error& e) {
+      problem = e.what();
+    }
+  }
+  // "\n" cannot start a path: it separates the problem (if any) from the checkpoint.
+  const std::string agreed = world_->broadcast(absl::StrCat(problem, "\n", found), 0, "resume point");
+  const size_t cut = agreed.find('\n');
+  if (cut > 0) throw core::UsageError(agreed.substr(0, cut));
+  if (agreed.size() == cut + 1) return std::nullopt;
+  return agreed.substr(cut + 1);
 }
 
 // ─── the loop ────────────────────────────────────────────────────────────────────────────────────────────────────
@@ -273,7 +347,9 @@ TrainOutcome Trainer::train() {
                         " (loss ", r.loss, ", grad norm ", r.grad_norm, "); update skipped (", skipped_steps_,
                         " skipped so far)");
     }
-    if (o.log_every > 0 && (step_ % o.log_every == 0 || step_ == total_steps_ || !r.applied)) log_step(r);
+    if (world_->rank() == 0 && o.log_every > 0 && (step_ % o.log_every == 0 || step_ == total_steps_ || !r.applied)) {
+      log_step(r);
+    }
     if (!r.applied && t.nonfinite == NonfinitePolicy::kAbort) {
       throw core::Error(absl::StrCat("step ", step_, ": non-finite loss or gradient and train.nonfinite is abort; the "
                                      "newest committed checkpoint under ", checkpoints_dir_, " is intact"));
@@ -286,9 +362,11 @@ TrainOutcome Trainer::train() {
     }
     if (t.eval_every > 0 && step_ % t.eval_every == 0) evaluate();
     if (o.save_every > 0 && step_ % o.save_every == 0) save();
-    // Collective in the multi-rank issue (every rank stops at the same step); world size 1: the local flag.
-    if (stop_requested()) {
-      core::log_warning("signal ", static_cast<int>(g_stop_signal), ": checkpointing at step ", step_, " and exiting");
+    // Every rank stops at the same step: a signal that reached any rank stops them all (D7).
+    const int64_t stop_signal = world_->all_reduce_max(static_cast<int64_t>(g_stop_signal), "stop flag");
+    if (stop_signal != 0) {
+      core::log_warning("signal ", stop_signal, g_stop_signal != 0 ? "" : " (on another rank)",
+                        ": checkpointing at step ", step_, " and exiting");
       if (last_saved_step_ != step_) save();
       return TrainOutcome::kStopped;
     }
@@ -321,7 +399,12 @@ Trainer::StepResult Trainer::train_step() {
     r.targets += b.num_target_tokens;
     r.tokens += b.input_ids.numel();
   }
-  // Collective in the multi-rank issue: the step's target count is summed over ranks (the loss denominator).
+  // The step's counts over all ranks: the global target count is the loss denominator (token-weighted across
+  // micro-batches and ranks; a rank whose micro-batches have no targets still takes part, R7).
+  timer.enter(StepPhase::kComm);
+  const std::vector<int64_t> counts = world_->all_reduce_sum(std::vector<int64_t>{r.targets, r.tokens}, "step token counts");
+  r.targets = counts[0];
+  r.tokens = counts[1];
   const int64_t step_targets = r.targets;
 
   double loss_sum = 0;
@@ -336,11 +419,15 @@ Trainer::StepResult Trainer::train_step() {
     loss.backward();
     loss_sum += loss.item<double>();
   }
-  r.loss = loss_sum;
+  // Once per step, after the last micro-batch: gradients summed over the ranks in buckets (the loss is already divided
+  // by the global target count, so the sum is the gradient of the global mean), and the loss likewise.
+  timer.enter(StepPhase::kComm);
+  grad_buckets_->all_reduce_sum_(world_->communicator(grad_buckets_->device()), "gradient all-reduce");
+  r.loss = world_->all_reduce_sum(std::vector<double>{loss_sum}, "step loss")[0];
   timer.enter(StepPhase::kOptimizer);
   r.grad_norm = clip_grad_norm(optimizer_->params(), t.max_grad_norm);
-  // Collective in the multi-rank issue: every rank must agree that the step is finite (N1, N2).
-  r.applied = std::isfinite(r.loss) && std::isfinite(r.grad_norm);
+  // Every rank applies or skips the update together (N1, N2): the decision is all-reduced, never local.
+  r.applied = world_->all_ok(std::isfinite(r.loss) && std::isfinite(r.grad_norm), "finite check");
   if (r.applied) optimizer_->step(t.lr, factor);
   optimizer_->zero_grad();
   r.times = timer.stop();
@@ -366,6 +453,13 @@ void Trainer::evaluate() {
     targets += b->num_target_tokens;
   }
   adapters_->set_training(true);
+  // Each rank evaluated its share of the eval rows; the totals are over all ranks (rank 0 reports them).
+  const std::vector<double> totals = world_->all_reduce_sum(
+      std::vector<double>{nll, static_cast<double>(targets), static_cast<double>(batches)}, "eval loss");
+  nll = totals[0];
+  targets = static_cast<int64_t>(totals[1]);
+  batches = static_cast<int64_t>(totals[2]);
+  if (world_->rank() != 0) return;
   const double loss = targets > 0 ? nll / static_cast<double>(targets) : 0.0;
   core::log_info(absl::StrFormat("eval step %d | loss %.4f | ppl %.3f | %d batches, %d tokens", step_, loss,
                                  std::exp(loss), batches, targets));
@@ -409,7 +503,20 @@ json Trainer::hyperparameters() const {
   return h;
 }
 
-json Trainer::trainer_state() const {
+// This rank's part of a checkpoint: its data position and RNG streams, and the step and directory it is about to
+// write (all ranks must agree on those, C8).
+json Trainer::rank_state() const {
+  json r;
+  r["rank"] = world_->rank();
+  r["step"] = step_;
+  r["checkpoints_dir"] = checkpoints_dir_;
+  const data::DataPosition pos = train_source_->position();
+  r["data_position"] = {{"epoch", pos.epoch}, {"sample_index", pos.sample_index}};
+  r["rng"] = {{"cpu", to_hex(at::detail::getDefaultCPUGenerator().get_state())}};
+  return r;
+}
+
+json Trainer::trainer_state(const json& ranks) const {
   json s;
   s["format"] = "freehold.trainer_state";
   s["version"] = kCheckpointFormatVersion;
@@ -424,7 +531,8 @@ json Trainer::trainer_state() const {
   json rng;
   rng["cpu"] = to_hex(at::detail::getDefaultCPUGenerator().get_state());
   s["rng"] = rng;
-  s["world_size"] = 1;
+  s["world_size"] = world_->size();
+  s["ranks"] = ranks;  // every rank's rank_state(), by rank; "data_position" and "rng" above are rank 0's
   s["config_sha256"] = core::sha256_hex(config_.resolved_config_yaml);
   s["base_model"] = {{"path", config_.model.path}, {"config_sha256", base_config_sha256_},
                      {"num_parameters", model_->num_parameters()}};
@@ -435,16 +543,59 @@ json Trainer::trainer_state() const {
   return s;
 }
 
+// Every rank: gather the rank states. Rank 0: write the replicated adapter and optimizer state and the gathered
+// trainer state; commit (rename) only after every rank has reported success (C7); then tell the others whether the
+// commit happened. Each rank takes part in exactly two votes, whatever fails where.
 void Trainer::save() {
-  const json state = trainer_state();
-  const std::string dir = commit_checkpoint(
-      checkpoints_dir_, step_,
-      [&](const std::string& tmp) {
-        adapters_->save(tmp);
-        optimizer_->save((fs::path(tmp) / kOptimizerFile).string());
-        core::write_file_atomic((fs::path(tmp) / kTrainerStateFile).string(), state.dump(2) + "\n");
-      },
-      config_.output.keep_last);
+  const std::vector<std::string> gathered = world_->all_gather(rank_state().dump(), "checkpoint rank states");
+  json ranks = json::array();
+  for (const std::string& g : gathered) ranks.push_back(json::parse(g));
+  for (const json& r : ranks) {
+    if (r.at("step") != ranks[0].at("step") || r.at("checkpoints_dir") != ranks[0].at("checkpoints_dir")) {
+      throw core::Error(absl::StrCat("checkpoint: rank ", r.at("rank").dump(), " would save step ", r.at("step").dump(),
+                                     " under ", r.at("checkpoints_dir").dump(), ", rank 0 step ",
+                                     ranks[0].at("step").dump(), " under ", ranks[0].at("checkpoints_dir").dump(),
+                                     "; nothing written (the ranks must share output.dir)"));
+    }
+  }
+  if (world_->rank() != 0) {
+    const bool written = world_->all_ok(true, "checkpoint write");
+    const bool committed = world_->all_ok(true, "checkpoint commit");
+    if (!written || !committed) {
+      throw core::Error(absl::StrCat("checkpoint step ", step_, " was not committed (rank 0 says why); the newest "
+                                     "committed checkpoint under ", checkpoints_dir_, " is intact"));
+    }
+    last_saved_step_ = step_;
+    return;
+  }
+  const json state = trainer_state(ranks);
+  bool voted = false;
+  std::string dir;
+  try {
+    dir = commit_checkpoint(
+        checkpoints_dir_, step_,
+        [&](const std::string& tmp) {
+          adapters_->save(tmp);
+          optimizer_->save((fs::path(tmp) / kOptimizerFile).string());
+          core::write_file_atomic((fs::path(tmp) / kTrainerStateFile).string(), state.dump(2) + "\n");
+        },
+        config_.output.keep_last,
+        [&] {
+          voted = true;
+          if (!world_->all_ok(true, "checkpoint write")) throw core::Error("checkpoint: another rank failed");
+        });
+  } catch (...) {
+    if (!world_->lost()) {
+      try {
+        if (!voted) world_->all_ok(false, "checkpoint write");
+        world_->all_ok(false, "checkpoint commit");
+      } catch (const std::exception& e) {
+        core::log_warning(e.what());
+      }
+    }
+    throw;
+  }
+  world_->all_ok(true, "checkpoint commit");
   last_saved_step_ = step_;
   core::log_info("checkpoint ", dir, " committed");
 }
@@ -469,8 +620,13 @@ void Trainer::resume_from(const std::string& dir) {
   }
   // Structural mismatches are fatal (C11, C12): the checkpoint cannot continue this run.
   std::vector<std::string> problems;
-  if (s.at("world_size").get<int64_t>() != 1) {
-    problems.push_back(absl::StrCat("world size: checkpoint ", s.at("world_size").dump(), ", this run 1"));
+  // Another world size continues from the same global sample position (C11), but not bit for bit.
+  const int64_t saved_world_size = s.at("world_size").get<int64_t>();
+  if (saved_world_size != world_->size()) {
+    core::log_warning("resume: the checkpoint was trained by ", saved_world_size, " ranks, this run has ",
+                      world_->size(), "; continuing from the same global sample position (epoch ",
+                      s.at("data_position").at("epoch").dump(), ", sample ", s.at("data_position").at("sample_index").dump(),
+                      "), but results now differ from an uninterrupted run (other dropout streams and summation order)");
   }
   const auto& base = s.at("base_model");
   if (base.at("config_sha256").get<std::string>() != base_config_sha256_ ||
@@ -537,13 +693,19 @@ void Trainer::resume_from(const std::string& dir) {
   pos.epoch = s.at("data_position").at("epoch").get<int64_t>();
   pos.sample_index = s.at("data_position").at("sample_index").get<int64_t>();
   train_source_->seek(pos);
+  // This rank's RNG streams; a rank the checkpoint did not have keeps its fresh per-rank stream (see setup()).
+  const size_t rank = static_cast<size_t>(world_->rank());
   at::Generator cpu_generator = at::detail::getDefaultCPUGenerator();
-  cpu_generator.set_state(from_hex(s.at("rng").at("cpu").get<std::string>(), state_path));
+  if (s.contains("ranks") && s["ranks"].is_array() && rank < s["ranks"].size()) {
+    cpu_generator.set_state(from_hex(s["ranks"][rank].at("rng").at("cpu").get<std::string>(), state_path));
+  } else if (rank == 0) {
+    cpu_generator.set_state(from_hex(s.at("rng").at("cpu").get<std::string>(), state_path));
+  }
   last_saved_step_ = step_;
 
   // metrics.jsonl keeps the records up to the checkpoint: steps after it will be trained (and logged) again.
   const fs::path metrics = fs::path(config_.output.dir) / "metrics.jsonl";
-  if (fs::exists(metrics)) {
+  if (world_->rank() == 0 && fs::exists(metrics)) {
     std::ifstream in(metrics);
     std::string line, kept;
     while (std::getline(in, line)) {
@@ -614,8 +776,8 @@ void Trainer::log_step(const StepResult& r) {
 
 void Trainer::finish() {
   const OutputOptions& o = config_.output;
-  // adapter/ is written for every export but none: merged/ is made from it.
-  if (o.export_kind != ExportKind::kNone) {
+  // adapter/ is written for every export but none: merged/ is made from it. The adapter is replicated: rank 0 writes.
+  if (o.export_kind != ExportKind::kNone && world_->rank() == 0) {
     const std::string adapter_dir = (fs::path(o.dir) / "adapter").string();
     core::create_directories(adapter_dir);
     adapters_->save(adapter_dir);
@@ -632,9 +794,9 @@ void Trainer::finish() {
                      " tensors merged, ", std::string(core::dtype_name(summary.dtype)), ")");
     }
   }
-  // The loss curve is a convenience: a run whose weights are saved does not fail over its picture.
+  // The loss curve is a convenience: a run whose weights are saved does not fail over its picture. Rank 0 draws it.
   try {
-    core::log_info("loss curve written to ", write_loss_curve(o.dir));
+    if (world_->rank() == 0) core::log_info("loss curve written to ", write_loss_curve(o.dir));
   } catch (const std::exception& e) {
     core::log_warning("no loss curve: ", e.what());
   }

@@ -21,6 +21,8 @@
 #include "data/batch.h"
 #include "data/data_options.h"
 #include "data/tokenizer.h"
+#include "dist/grad_buckets.h"
+#include "dist/world.h"
 #include "model/model_options.h"
 #include "model/transformer.h"
 #include "nlohmann/json.hpp"
@@ -59,11 +61,14 @@ enum class TrainOutcome {
 std::unique_ptr<data::BatchSource> open_batch_source(const data::DataOptions& options, bool eval,
                                                      int64_t micro_batch_size, uint64_t seed, int64_t vocab_size,
                                                      const std::string& model_dir,
-                                                     std::unique_ptr<data::Tokenizer>& tokenizer);
+                                                     std::unique_ptr<data::Tokenizer>& tokenizer, int rank = 0,
+                                                     int world_size = 1);
 
 class Trainer {
  public:
-  explicit Trainer(TrainerConfig config);
+  // `world`: this process's ranks (launch/ bootstraps it under mpirun / srun); null is world size 1. Rank 0 writes
+  // the run directory (config.yaml, metrics, checkpoints, adapter/); every rank trains its share of each step.
+  explicit Trainer(TrainerConfig config, dist::World* world = nullptr);
   ~Trainer();
 
   void setup();
@@ -94,12 +99,19 @@ class Trainer {
   data::Batch next_batch();
   void evaluate();
   void resume_from(const std::string& checkpoint_dir);
-  nlohmann::ordered_json trainer_state() const;
+  nlohmann::ordered_json rank_state() const;
+  nlohmann::ordered_json trainer_state(const nlohmann::ordered_json& ranks) const;
   nlohmann::ordered_json hyperparameters() const;
   void log_step(const StepResult& result);
   void append_metrics(const nlohmann::ordered_json& record);
 
   TrainerConfig config_;
+  // ── multi-rank (dist/): world size 1 runs the same calls ──
+  std::unique_ptr<dist::World> own_world_;         // when the caller gave none
+  dist::World* world_ = nullptr;
+  std::optional<dist::GradientBuckets> grad_buckets_;  // adapter gradients, summed over ranks once per step
+  void check_ranks_agree();                        // same binary version, config hash and base model
+  std::optional<std::string> agree_on_checkpoint(); // rank 0 scans for the resume point, every rank gets it
   std::string checkpoints_dir_;
   std::optional<model::Transformer> model_;
   std::optional<adapters::AdapterSet> adapters_;
