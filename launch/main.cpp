@@ -26,6 +26,7 @@ const std::vector<Command>& all_commands() {
       {"prepare", "JSONL or text files → a tokenized HDF5 dataset for training", run_prepare},
       {"adapter", "adapter init: attach, initialise and save a PEFT adapter", run_adapter},
       {"export", "merge a PEFT adapter into its base model, as a directory transformers loads", run_export},
+      {"generate", "continue a prompt with a model (and adapter): greedy or top-p sampling, streamed", run_generate},
   };
   return commands;
 }

@@ -27,6 +27,7 @@
 #include "io/peft_adapter.h"
 #include "io/safetensors.h"
 #include "trainer/checkpoint.h"
+#include "trainer/flops.h"
 #include "trainer/grad_clip.h"
 #include "trainer/loss.h"
 #include "trainer/loss_plot.h"
@@ -190,9 +191,6 @@ Trainer::~Trainer() { restore_stop_handlers(); }
 void Trainer::setup() {
   const TrainOptions& t = config_.train;
   const OutputOptions& o = config_.output;
-  if (config_.model.activation_checkpointing) {
-    core::log_warning("model.activation_checkpointing: not implemented yet; training without it");
-  }
   checkpoints_dir_ = (fs::path(o.dir) / "checkpoints").string();
   core::create_directories(o.dir);  // owner-only, as everything under it (core/file.h)
   // Rank 0 writes the run directory; the others share it (a shared filesystem across nodes, docs/distributed.md).
@@ -207,6 +205,7 @@ void Trainer::setup() {
   model::LoadOptions load;
   load.dtype = t.precision;
   model_ = model::Transformer::load(config_.model.path, load);
+  model_->set_activation_checkpointing(config_.model.activation_checkpointing);
   base_config_sha256_ = core::sha256_file_hex((fs::path(config_.model.path) / "config.json").string());
   check_ranks_agree();
   adapters_ = adapters::AdapterSet::create(*model_, config_.adapter, t.seed);
@@ -226,6 +225,15 @@ void Trainer::setup() {
     at::NoGradGuard no_grad;
     for (const at::Tensor& p : params) world_->communicator(p.device()).broadcast_(p, 0, "adapter broadcast");
     if (world_->rank() > 0) at::manual_seed(t.seed + 1000003ULL * static_cast<uint64_t>(world_->rank()));
+  }
+  {
+    const PeakFlops peak = matmul_peak_flops(io::to_scalar_type(t.precision));
+    peak_flops_ = peak.flops_per_s;
+    core::log_info(absl::StrFormat("MFU: %.4g FLOP per token at T = %d (4N + 6N_lora + 12LHDT, trainer/flops.h); "
+                                   "peak %.4g TFLOP/s (%s)",
+                                   training_flops_per_token(model_->config(), adapters_->num_parameters(),
+                                                            config_.data.seq_len),
+                                   config_.data.seq_len, peak_flops_ / 1e12, peak.source));
   }
 
   AdamWOptions adamw;
@@ -395,6 +403,7 @@ Trainer::StepResult Trainer::train_step() {
   timer.enter(StepPhase::kData);
   std::vector<data::Batch> micro;
   for (int64_t i = 0; i < t.grad_accum_steps; ++i) micro.push_back(next_batch());
+  seq_len_ = micro.front().input_ids.size(1);
   for (const data::Batch& b : micro) {
     r.targets += b.num_target_tokens;
     r.tokens += b.input_ids.numel();
@@ -746,8 +755,10 @@ void Trainer::log_step(const StepResult& r) {
     if (recent_losses_.size() > 50) recent_losses_.pop_front();
   }
   if (spike) core::log_warning("step ", step_, ": loss ", r.loss, " is over 10x the recent maximum");
-  core::log_info(absl::StrFormat("step %d/%d | loss %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | eta %s | rss %.2f GiB%s",
-                                 step_, total_steps_, r.loss, r.lr, r.grad_norm, tokens_per_s, duration_text(eta),
+  const double mfu = model_flops_utilization(
+      tokens_per_s, training_flops_per_token(model_->config(), adapters_->num_parameters(), seq_len_), peak_flops_);
+  core::log_info(absl::StrFormat("step %d/%d | loss %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | mfu %.1f%% | eta %s | rss %.2f GiB%s",
+                                 step_, total_steps_, r.loss, r.lr, r.grad_norm, tokens_per_s, 100 * mfu, duration_text(eta),
                                  peak_rss_gib(), r.applied ? "" : " | SKIPPED"));
   json record;
   record["step"] = step_;
@@ -757,6 +768,7 @@ void Trainer::log_step(const StepResult& r) {
   record["tokens"] = tokens_seen_;
   record["target_tokens"] = r.targets;
   record["tokens_per_s"] = tokens_per_s;
+  record["mfu"] = mfu;
   record["elapsed_s"] = elapsed_before_s_ + elapsed_now;
   record["skipped"] = skipped_steps_;
   record["time_s"] = step_times_json(r.times);
@@ -767,6 +779,7 @@ void Trainer::log_step(const StepResult& r) {
     tensorboard_->add_scalar("train/lr", r.lr, step_);
     if (std::isfinite(r.grad_norm)) tensorboard_->add_scalar("train/grad_norm", r.grad_norm, step_);
     tensorboard_->add_scalar("train/tokens_per_s", tokens_per_s, step_);
+    tensorboard_->add_scalar("train/mfu", mfu, step_);
     tensorboard_->add_scalar("train/skipped_steps", static_cast<double>(skipped_steps_), step_);
     tensorboard_->flush();
   }

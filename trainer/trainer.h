@@ -135,6 +135,8 @@ class Trainer {
   int64_t start_step_ = 0;
   std::deque<double> recent_losses_;  // for the loss-spike flag (N3)
   std::string base_config_sha256_;
+  double peak_flops_ = 0;  // matmul peak for MFU (trainer/flops.h), measured in setup()
+  int64_t seq_len_ = 0;    // T of the last micro-batch: the attention term of the FLOPs per token
 };
 
 // Set by SIGUSR1 / SIGTERM while a Trainer is set up; checked at step boundaries.
