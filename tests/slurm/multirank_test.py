@@ -8,7 +8,6 @@ of the uninterrupted job, byte for byte. The commands are slurm_util.COMMANDS, w
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -16,10 +15,8 @@ import unittest
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from slurm_util import (FREEHOLD_BIN, REPO, TINY_CONFIG, WORK, ClusterTestCase, expand, metrics,  # noqa: E402
-                        tiny_model, tiny_train_overrides)
-
-THREADS = {"OMP_NUM_THREADS": "1"}
+from slurm_util import (FREEHOLD_BIN, REPO, THREADS, TINY_CONFIG, ClusterTestCase, expand,  # noqa: E402
+                        fresh_work_dir, metrics, tiny_model, tiny_train_overrides, train_plain)
 ADAPTER = "adapter/adapter_model.safetensors"
 # configs/tiny-cpu.yaml has micro_batch_size 4: W ranks of 4 / W rows train the same global batch as one rank.
 GLOBAL_BATCH = 4
@@ -44,17 +41,11 @@ class MultiRankTest(ClusterTestCase):
     @classmethod
     def setUpClass(cls) -> None:
         super().setUpClass()
-        cls.work = WORK / "multirank"
-        shutil.rmtree(cls.work, ignore_errors=True)
-        cls.work.mkdir(parents=True)
+        cls.work = fresh_work_dir("multirank")
         cls.model = tiny_model()
         # One rank with the whole batch: what every multi-rank run must reproduce (to summation order).
         cls.single = cls.work / "single"
-        proc = subprocess.run([str(FREEHOLD_BIN), "train", str(TINY_CONFIG),
-                               *tiny_train_overrides(cls.model, cls.single, steps=STEPS)],
-                              capture_output=True, text=True, cwd=REPO, env=cls.cluster.env(**THREADS), timeout=300)
-        if proc.returncode != 0:
-            raise AssertionError(f"the single-rank run failed:\n{proc.stderr[-3000:]}")
+        train_plain(cls.cluster.env(**THREADS), tiny_train_overrides(cls.model, cls.single, steps=STEPS))
 
     def overrides(self, run: Path, ranks: int, steps: int = STEPS, save_every: int = 2) -> list[str]:
         return [*tiny_train_overrides(self.model, run, steps=steps, save_every=save_every),

@@ -5,7 +5,6 @@ adapter of an uninterrupted run. The commands are slurm_util.COMMANDS, which doc
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -13,11 +12,8 @@ import unittest
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from slurm_util import (FREEHOLD_BIN, REPO, TINY_CONFIG, WORK, ClusterTestCase, expand, metrics,  # noqa: E402
-                        tiny_model, tiny_train_overrides)
-
-# One intra-op thread per rank: 2 cores shared by up to 4 ranks would otherwise spin against each other.
-THREADS = {"OMP_NUM_THREADS": "1"}
+from slurm_util import (FREEHOLD_BIN, REPO, THREADS, TINY_CONFIG, ClusterTestCase, expand,  # noqa: E402
+                        fresh_work_dir, metrics, tiny_model, tiny_train_overrides, train_plain)
 
 class SlurmTrainTest(ClusterTestCase):
     """One task: `srun freehold train` and `mpirun` inside `salloc` give the run a plain `freehold train` gives."""
@@ -25,16 +21,10 @@ class SlurmTrainTest(ClusterTestCase):
     @classmethod
     def setUpClass(cls) -> None:
         super().setUpClass()
-        cls.work = WORK / "train"
-        shutil.rmtree(cls.work, ignore_errors=True)
-        cls.work.mkdir(parents=True)
+        cls.work = fresh_work_dir("train")
         cls.model = tiny_model()
         cls.reference = cls.work / "plain"
-        proc = subprocess.run([str(FREEHOLD_BIN), "train", str(TINY_CONFIG),
-                               *tiny_train_overrides(cls.model, cls.reference, steps=4)],
-                              capture_output=True, text=True, cwd=REPO, env=cls.cluster.env(**THREADS), timeout=300)
-        if proc.returncode != 0:
-            raise AssertionError(f"the plain run failed:\n{proc.stderr[-3000:]}")
+        train_plain(cls.cluster.env(**THREADS), tiny_train_overrides(cls.model, cls.reference, steps=4))
 
     def assert_same_run(self, run: Path, proc: subprocess.CompletedProcess) -> None:
         self.assertEqual(proc.returncode, 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
@@ -67,15 +57,10 @@ class PreemptionTest(ClusterTestCase):
     STEPS = 30
 
     def test_preempted_job_requeues_and_resumes_to_the_same_adapter(self) -> None:
-        work = WORK / "preempt"
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
+        work = fresh_work_dir("preempt")
         model = tiny_model()
         whole, preempted = work / "whole", work / "preempted"
-        proc = subprocess.run([str(FREEHOLD_BIN), "train", str(TINY_CONFIG),
-                               *tiny_train_overrides(model, whole, steps=self.STEPS, save_every=0)],
-                              capture_output=True, text=True, cwd=REPO, env=self.cluster.env(**THREADS), timeout=300)
-        self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+        train_plain(self.cluster.env(**THREADS), tiny_train_overrides(model, whole, steps=self.STEPS, save_every=0))
 
         log = work / "job.log"
         submit = self.cluster.run(

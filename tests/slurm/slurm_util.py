@@ -104,6 +104,25 @@ def tiny_train_overrides(model: Path, out: Path, steps: int = 6, save_every: int
             f"data.train=[{TEXT}]"]
 
 
+# One intra-op thread per rank: 2 cores shared by up to 4 ranks would otherwise spin against each other.
+THREADS = {"OMP_NUM_THREADS": "1"}
+
+
+def fresh_work_dir(name: str) -> Path:
+    path = WORK / name
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def train_plain(env: dict, overrides: list[str]) -> None:
+    """`freehold train CONFIG OVERRIDES` outside Slurm: the reference a run under Slurm is compared with."""
+    proc = subprocess.run([str(FREEHOLD_BIN), "train", str(TINY_CONFIG), *overrides], capture_output=True,
+                          text=True, cwd=REPO, env=env, timeout=300)
+    if proc.returncode != 0:
+        raise AssertionError(f"the plain run failed:\n{proc.stderr[-3000:]}")
+
+
 def metrics(run: Path) -> list[dict]:
     path = run / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
