@@ -213,6 +213,25 @@ stop() {
       fi
     fi
   done
+  kill_leftovers "$dir"
+}
+
+# Processes of this cluster's jobs that Slurm did not end (its controller was already gone): a slurmstepd, or a
+# job's process, carries this cluster's SLURM_CONF in its environment (a job's process SLURM_JOB_ID as well, so a
+# shell that merely exported SLURM_CONF is left alone, as are this script and its caller).
+kill_leftovers() {
+  local conf="SLURM_CONF=$1/slurm.conf" proc pid env comm
+  for proc in /proc/[0-9]*; do
+    pid=${proc#/proc/}
+    [[ $pid == "$$" || $pid == "$PPID" || $pid == "$BASHPID" ]] && continue
+    env=$(tr '\0' '\n' 2>/dev/null <"$proc/environ") || continue
+    grep -qxF "$conf" <<<"$env" || continue
+    comm=$(cat "$proc/comm" 2>/dev/null) || continue
+    if [[ $comm == slurmstepd ]] || grep -q '^SLURM_JOB_ID=' <<<"$env"; then
+      log "killing $comm ($pid), left over from a job of this cluster"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done
 }
 
 main() {
