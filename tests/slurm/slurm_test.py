@@ -28,6 +28,8 @@ class SlurmTrainTest(ClusterTestCase):
 
     def assert_same_run(self, run: Path, proc: subprocess.CompletedProcess) -> None:
         self.assertEqual(proc.returncode, 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+        # One task: SLURM_PROCID 0, SLURM_LOCALID 0, SLURM_NTASKS 1, as freehold says at start-up.
+        self.assertIn("rank 0 of 1, local rank 0", proc.stderr)
         self.assertEqual([m["step"] for m in metrics(run) if "loss" in m], [1, 2, 3, 4])
         rel = "adapter/adapter_model.safetensors"
         self.assertEqual((run / rel).read_bytes(), (self.reference / rel).read_bytes(),
