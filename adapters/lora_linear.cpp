@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/error.h"
+#include "kernels/lora_linear_fused.h"
 
 namespace freehold::adapters {
 
@@ -49,6 +50,10 @@ at::Tensor LoraLinear::dora_weight_norm(const at::Tensor& weight) const {
 }
 
 at::Tensor LoraLinear::forward(const model::Linear& base, const at::Tensor& x) const {
+  if (fused_ && !options_.use_dora) {
+    return kernels::lora_linear_fused(x, base.weight(), base.bias(), lora_A_, lora_B_, scale(), options_.dropout,
+                                      training_);
+  }
   at::Tensor result = base.base_forward(x);  // (..., out), the base dtype
   const at::ScalarType result_dtype = result.scalar_type();
   // As PEFT: the adapter computes in its own dtype (float32 by default), the sum goes back to the base dtype.

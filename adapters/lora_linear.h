@@ -39,6 +39,11 @@ class LoraLinear : public model::LinearAdapter {
 
   // Dropout is applied only while training (PEFT's module.training); false at construction.
   void set_training(bool training) { training_ = training; }
+  // Plain LoRA computes through kernels::lora_linear_fused (one autograd node that keeps x and x·Aᵀ for backward
+  // instead of the adapter-dtype copies of x) when on; DoRA always takes the reference path. Off at construction;
+  // the trainer turns it on per model.fused_kernels.
+  void set_fused(bool fused) { fused_ = fused; }
+  bool fused() const { return fused_; }
   bool training() const { return training_; }
 
   const LoraLinearOptions& options() const { return options_; }
@@ -57,6 +62,7 @@ class LoraLinear : public model::LinearAdapter {
   at::Tensor lora_B_;     // (out, r)
   at::Tensor magnitude_;  // (out)
   bool training_ = false;
+  bool fused_ = false;
 };
 
 }  // namespace freehold::adapters

@@ -5,11 +5,14 @@
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/empty.h>
 #include <c10/core/ScalarType.h>
+#include <torch/csrc/autograd/custom_function.h>
 
+#include <atomic>
 #include <cmath>
 #include <optional>
 
 #include "kernels/rms_norm_cpu.h"
+#include "kernels/rms_norm_math.h"
 
 #if defined(FREEHOLD_WITH_CUDA)
 #include <c10/cuda/CUDAGuard.h>
@@ -76,7 +79,76 @@ RowsView prepare(const at::Tensor& x, const at::Tensor& weight) {
   return view;
 }
 
+std::atomic<bool> g_fused_enabled{true};
+
+// Forward by the fused kernel of x's device, backward by the fused backward; saves x and weight only (the
+// reference's graph keeps x in float32, its square, the normalized row in float32 and in T).
+class RmsNormFunction : public torch::autograd::Function<RmsNormFunction> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
+                            double eps) {
+    ctx->save_for_backward({x, weight});
+    ctx->saved_data["eps"] = eps;
+#if defined(FREEHOLD_WITH_CUDA)
+    if (x.device().is_cuda()) return rms_norm_cuda(x, weight, eps);
+#endif
+    return rms_norm_cpu(x, weight, eps);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    const std::vector<at::Tensor> saved = ctx->get_saved_variables();
+    auto [dx, dw] = rms_norm_backward(saved[0], saved[1], grad_outputs[0], ctx->saved_data["eps"].toDouble());
+    return {ctx->needs_input_grad(0) ? dx : at::Tensor(), ctx->needs_input_grad(1) ? dw : at::Tensor(),
+            at::Tensor()};
+  }
+};
+
 }  // namespace
+
+void set_fused_kernels_enabled(bool enabled) { g_fused_enabled.store(enabled); }
+bool fused_kernels_enabled() { return g_fused_enabled.load(); }
+
+std::pair<at::Tensor, at::Tensor> rms_norm_backward(const at::Tensor& x_in, const at::Tensor& weight_in,
+                                                    const at::Tensor& dy_in, double eps) {
+  check_rms_norm_args("rms_norm_backward", x_in, weight_in, eps);
+  TORCH_CHECK(dy_in.sizes() == x_in.sizes() && dy_in.scalar_type() == x_in.scalar_type() &&
+                  dy_in.device() == x_in.device(),
+              "rms_norm_backward: dy must match x (shape ", x_in.sizes(), ", ", x_in.scalar_type(), ", ", x_in.device(),
+              "), got shape ", dy_in.sizes(), ", ", dy_in.scalar_type(), ", ", dy_in.device());
+  TORCH_CHECK(x_in.scalar_type() == weight_in.scalar_type(), "rms_norm_backward: x and weight must share a dtype, got ",
+              x_in.scalar_type(), " and ", weight_in.scalar_type());
+  const std::optional<ElementType> type = element_type(x_in.scalar_type());
+  TORCH_CHECK(type.has_value(), "rms_norm_backward: supports Float, BFloat16 and Half, got ", x_in.scalar_type());
+  const at::Tensor x = x_in.contiguous(), weight = weight_in.contiguous(), dy = dy_in.contiguous();
+  const int64_t C = x.size(-1), rows = C == 0 ? 0 : x.numel() / C;
+  const int64_t blocks = (rows + kRmsNormRowsPerBlock - 1) / kRmsNormRowsPerBlock;
+  at::Tensor dx = at::empty(x.sizes(), x.options());
+  const auto f32 = x.options().dtype(at::kFloat);
+  at::Tensor inv_rms = at::empty({rows}, f32), partial = at::empty({std::max<int64_t>(blocks, 1), C}, f32);
+  at::Tensor dw = at::empty({C}, f32);
+  if (x.device().is_cpu()) {
+    rms_norm_backward_cpu(*type, x.const_data_ptr(), weight.const_data_ptr(), dy.const_data_ptr(),
+                          dx.mutable_data_ptr(), inv_rms.mutable_data_ptr<float>(), partial.mutable_data_ptr<float>(),
+                          dw.mutable_data_ptr<float>(), rows, C, static_cast<float>(eps));
+  } else {
+#if defined(FREEHOLD_WITH_CUDA)
+    TORCH_CHECK(x.device().is_cuda(), "rms_norm_backward: no kernel for device ", x.device());
+    const c10::cuda::CUDAGuard device_guard(x.device());
+    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
+    const cudaError_t status = rms_norm_backward_cuda(
+        *type, x.const_data_ptr(), weight.const_data_ptr(), dy.const_data_ptr(), dx.mutable_data_ptr(),
+        inv_rms.mutable_data_ptr<float>(), partial.mutable_data_ptr<float>(), dw.mutable_data_ptr<float>(), rows, C,
+        static_cast<float>(eps), stream);
+    TORCH_CHECK(status == cudaSuccess, "rms_norm_backward: launching the kernels on ", x.device(), " failed: ",
+                cudaGetErrorString(status), " (x shape ", x.sizes(), ", dtype ", x.scalar_type(),
+                "). HINT: rerun with CUDA_LAUNCH_BLOCKING=1");
+#else
+    TORCH_CHECK(false, "rms_norm_backward: no kernel for device ", x.device(), " in this build");
+#endif
+  }
+  return {dx, dw.to(weight.scalar_type())};
+}
 
 void check_rms_norm_args(const char* op, const at::Tensor& x, const at::Tensor& weight, double eps) {
   TORCH_CHECK(x.defined() && weight.defined(), op, ": x and weight must be defined tensors");
@@ -125,8 +197,14 @@ bool cuda_kernels_built() {
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   check_rms_norm_args("rms_norm", x, weight, eps);
-  const bool fusable = x.scalar_type() == weight.scalar_type() && element_type(x.scalar_type()).has_value() &&
-                       x.layout() == at::kStrided && weight.layout() == at::kStrided && !autograd_needs(x, weight);
+  const bool same = x.scalar_type() == weight.scalar_type() && element_type(x.scalar_type()).has_value() &&
+                    x.layout() == at::kStrided && weight.layout() == at::kStrided && fused_kernels_enabled();
+  const bool fusable = same && !autograd_needs(x, weight);
+  bool device_ok = x.device().is_cpu();
+#if defined(FREEHOLD_WITH_CUDA)
+  device_ok = device_ok || x.device().is_cuda();
+#endif
+  if (same && device_ok && autograd_needs(x, weight)) return RmsNormFunction::apply(x, weight, eps);
   if (fusable && x.device().is_cpu()) return rms_norm_cpu(x, weight, eps);
 #if defined(FREEHOLD_WITH_CUDA)
   if (fusable && x.device().is_cuda()) return rms_norm_cuda(x, weight, eps);

@@ -16,4 +16,11 @@ namespace freehold::kernels {
 cudaError_t rms_norm_forward_cuda(ElementType type, const void* x, const void* weight, void* y, int64_t rows,
                                   int64_t C, float eps, cudaStream_t stream);
 
+// RMSNorm's backward on device pointers, as rms_norm_backward_cpu (rms_norm_cpu.h): dx, inv_rms, partial (scratch of
+// ceil(rows / kRmsNormRowsPerBlock) x C floats) and dw (C) float32. Three kernels on `stream` (dx and inv_rms one
+// warp per row; dw per row block; dw over blocks); returns the launches' status.
+cudaError_t rms_norm_backward_cuda(ElementType type, const void* x, const void* weight, const void* dy, void* dx,
+                                   float* inv_rms, float* partial, float* dw, int64_t rows, int64_t C, float eps,
+                                   cudaStream_t stream);
+
 }  // namespace freehold::kernels

@@ -2,13 +2,15 @@
 // freehold kernel has: the ATen reference (the spec), a CPU fused kernel and a CUDA kernel that share their per-row
 // math (rms_norm_math.h), and this binding, which checks tensors and picks one.
 //
-// Forward only for now. The fused kernels record no autograd graph; while autograd needs a gradient through x or
-// weight, rms_norm() computes with rms_norm_reference() instead (the training issue adds a fused backward).
+// rms_norm_cpu / rms_norm_cuda are forward-only; while autograd needs a gradient, rms_norm() runs them inside one
+// autograd node whose backward is rms_norm_backward (the same lane math, CPU and GPU bit-identical).
 //
 // Errors in the arguments throw c10::Error (TORCH_CHECK) naming the function and the offending values.
 #pragma once
 
 #include <ATen/core/Tensor.h>
+
+#include <utility>
 
 namespace freehold::kernels {
 
@@ -33,9 +35,20 @@ bool cuda_kernels_built();
 // What the model calls: the result of rms_norm_reference, computed by
 //   - rms_norm_cuda  when x is on a CUDA device and the CUDA kernels are built,
 //   - rms_norm_cpu   when x is on the CPU,
-//   - rms_norm_reference otherwise: autograd needs a gradient, x and weight differ in dtype, the dtype is not
-//     Float/BFloat16/Half, or the device has no fused kernel.
+//   each inside an autograd node with rms_norm_backward when autograd needs a gradient through x or weight;
+//   - rms_norm_reference otherwise: fused kernels disabled (set_fused_kernels_enabled), x and weight differ in
+//     dtype, the dtype is not Float/BFloat16/Half, or the device has no fused kernel.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+
+// The fused backward (rms_norm_math.h): x (..., C), weight (C), dy like x, one dtype (Float/BFloat16/Half), CPU or
+// (CUDA builds) CUDA → {dx like x, dweight (C) in weight's dtype, summed over rows in float32}.
+std::pair<at::Tensor, at::Tensor> rms_norm_backward(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& dy,
+                                                    double eps);
+
+// Process-wide switch for the fused kernels the model calls directly (rms_norm); on by default. The trainer sets it
+// from model.fused_kernels (off, or auto with a failed self-check, turns it off).
+void set_fused_kernels_enabled(bool enabled);
+bool fused_kernels_enabled();
 
 // Throws unless x (..., C) and weight (C) are defined floating-point tensors on one device, weight has C elements
 // and eps is finite and >= 0. Every function above calls it first; `op` names the caller in the message.

@@ -25,7 +25,57 @@ void forward_rows(const T* x, const T* weight, T* y, int64_t rows, int64_t C, fl
   });
 }
 
+template <typename T>
+void backward_rows(const T* x, const T* weight, const T* dy, T* dx, float* inv_rms, float* partial, float* dw,
+                   int64_t rows, int64_t C, float eps) {
+  const int64_t grain = std::max<int64_t>(1, kElementsPerTask / std::max<int64_t>(C, 1));
+  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      inv_rms[r] = rms_norm_backward_row(x + r * C, weight, dy + r * C, dx + r * C, C, eps);
+    }
+  });
+  // dw: each block of rows summed in row order, then the blocks in block order (as the GPU's two kernels do).
+  const int64_t blocks = (rows + kRmsNormRowsPerBlock - 1) / kRmsNormRowsPerBlock;
+  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      float* p = partial + b * C;
+      std::fill(p, p + C, 0.0f);
+      for (int64_t r = b * kRmsNormRowsPerBlock; r < std::min(rows, (b + 1) * kRmsNormRowsPerBlock); ++r) {
+        for (int64_t c = 0; c < C; ++c) p[c] = add_rn(p[c], rms_norm_dw_term(x[r * C + c], dy[r * C + c], inv_rms[r]));
+      }
+    }
+  });
+  std::fill(dw, dw + C, 0.0f);
+  for (int64_t b = 0; b < blocks; ++b) {
+    for (int64_t c = 0; c < C; ++c) dw[c] = add_rn(dw[c], partial[b * C + c]);
+  }
+}
+
 }  // namespace
+
+void rms_norm_backward_cpu(ElementType type, const void* x, const void* weight, const void* dy, void* dx,
+                           float* inv_rms, float* partial, float* dw, int64_t rows, int64_t C, float eps) {
+  FH_CHECK(rows >= 0 && C >= 0, "rows ", rows, ", C ", C);
+  if (C == 0) return;
+  if (rows == 0) {
+    std::fill(dw, dw + C, 0.0f);
+    return;
+  }
+  switch (type) {
+    case ElementType::kF32:
+      return backward_rows(static_cast<const float*>(x), static_cast<const float*>(weight),
+                           static_cast<const float*>(dy), static_cast<float*>(dx), inv_rms, partial, dw, rows, C, eps);
+    case ElementType::kBF16:
+      return backward_rows(static_cast<const c10::BFloat16*>(x), static_cast<const c10::BFloat16*>(weight),
+                           static_cast<const c10::BFloat16*>(dy), static_cast<c10::BFloat16*>(dx), inv_rms, partial,
+                           dw, rows, C, eps);
+    case ElementType::kF16:
+      return backward_rows(static_cast<const c10::Half*>(x), static_cast<const c10::Half*>(weight),
+                           static_cast<const c10::Half*>(dy), static_cast<c10::Half*>(dx), inv_rms, partial, dw,
+                           rows, C, eps);
+  }
+  FH_CHECK(false, "unknown ElementType ", static_cast<int>(type));
+}
 
 void rms_norm_forward_cpu(ElementType type, const void* x, const void* weight, void* y, int64_t rows, int64_t C,
                           float eps) {

@@ -13,4 +13,10 @@ namespace freehold::kernels {
 void rms_norm_forward_cpu(ElementType type, const void* x, const void* weight, void* y, int64_t rows, int64_t C,
                           float eps);
 
+// RMSNorm's backward (rms_norm_math.h): x (rows, C), weight (C), dy (rows, C), all of `type` and contiguous →
+// dx (rows, C) of `type`, inv_rms (rows) float32, partial (ceil(rows / kRmsNormRowsPerBlock), C) float32 (scratch),
+// dw (C) float32. Each output has the bits the CUDA kernels give.
+void rms_norm_backward_cpu(ElementType type, const void* x, const void* weight, const void* dy, void* dx,
+                           float* inv_rms, float* partial, float* dw, int64_t rows, int64_t C, float eps);
+
 }  // namespace freehold::kernels

@@ -76,12 +76,23 @@ SelfCheckReport run_kernel_self_check(const at::Device& device, at::ScalarType d
       add(absl::StrCat("linear_cross_entropy: ", e.what_without_backtrace()));
     }
   }
-  {  // rms_norm's fused forward (no grad: the fused kernel is forward-only).
-    at::NoGradGuard no_grad;
+  {  // rms_norm: the fused forward, and the fused backward against the reference's gradients.
     const at::Tensor x = seeded({19, 989}, 4, dtype, device);
     const at::Tensor w = seeded({989}, 5, dtype, device);
+    const at::Tensor dy = seeded({19, 989}, 6, dtype, device);
     try {
-      add(compare("rms_norm", perturb("rms_norm", rms_norm(x, w, 1e-6)), rms_norm_reference(x, w, 1e-6), rtol, atol));
+      {
+        at::NoGradGuard no_grad;
+        add(compare("rms_norm", perturb("rms_norm", rms_norm(x, w, 1e-6)), rms_norm_reference(x, w, 1e-6), rtol,
+                    atol));
+      }
+      at::AutoGradMode grad_on(true);
+      auto [dx, dw] = rms_norm_backward(x, w, dy, 1e-6);
+      at::Tensor x_ref = x.clone().set_requires_grad(true), w_ref = w.clone().set_requires_grad(true);
+      rms_norm_reference(x_ref, w_ref, 1e-6).backward(dy);
+      // dweight sums 19 rows: its tolerance scales with them.
+      add(compare("rms_norm dx", perturb("rms_norm_backward", dx), x_ref.grad(), rtol, atol));
+      add(compare("rms_norm dweight", dw, w_ref.grad(), rtol, atol * 19));
     } catch (const c10::Error& e) {
       add(absl::StrCat("rms_norm: ", e.what_without_backtrace()));
     }

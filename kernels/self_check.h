@@ -16,7 +16,7 @@ struct SelfCheckReport {
 };
 
 // Runs every check now (uncached), on `device` with inputs of `dtype`: linear_cross_entropy_fused (loss and
-// d hidden) and rms_norm's fused forward. `force_mismatch` names a kernel whose fused result is perturbed before the
+// d hidden), rms_norm's fused forward and rms_norm_backward (dx, dweight). `force_mismatch` names a kernel whose fused result is perturbed before the
 // comparison; tests use it to prove the fallback path on machines where every kernel is right.
 SelfCheckReport run_kernel_self_check(const at::Device& device, at::ScalarType dtype,
                                       const std::string& force_mismatch = "");

@@ -29,6 +29,7 @@
 #include "trainer/checkpoint.h"
 #include "trainer/flops.h"
 #include "trainer/grad_clip.h"
+#include "kernels/rms_norm.h"
 #include "trainer/loss.h"
 #include "trainer/loss_plot.h"
 #include "core/sha256.h"
@@ -216,6 +217,10 @@ void Trainer::setup() {
                                         "leaves, not on ", config_.model.path, "; use output.export: adapter"));
   }
   adapters_->set_training(true);
+  // model.fused_kernels: LoRA projections as one autograd node each (the loss decides for itself, trainer/loss.h).
+  const bool fused_kernels = use_fused_kernels(config_.model.fused_kernels, *model_);
+  for (const adapters::AdapterSet::Entry& e : adapters_->entries()) e.adapter->set_fused(fused_kernels);
+  kernels::set_fused_kernels_enabled(fused_kernels);  // RMSNorm forward and backward (kernels/rms_norm.h)
   {
     // Every rank starts from rank 0's adapter (inits are seeded alike, but an SVD-based init need not agree across
     // machines), and draws its own dropout masks: rank 0 keeps the seed's stream, so world size 1 is unchanged.

@@ -3,7 +3,9 @@ own process (so each peak RSS belongs to one variant), interleaved, and writes b
 the "Kernels" section of docs/benchmarks.md.
 
     cmake --build build-kernels --target kernels_bench
-    .venv/bin/python bench/kernels/kernels_bench.py --bench build-kernels/kernels_bench [--runs 2]
+    cmake --build build-kernels --target train_step_bench     (optional: a whole training step, fused on/off)
+    .venv/bin/python bench/kernels/kernels_bench.py --bench build-kernels/kernels_bench \
+        [--step-bench build-kernels/train_step_bench] [--runs 2]
 """
 import argparse
 import datetime
@@ -19,6 +21,14 @@ BEGIN, END = "<!-- kernels-bench:begin -->", "<!-- kernels-bench:end -->"
 # (tokens, vocab, hidden, dtype): the issue's target case (Qwen2.5's 152k vocabulary, 4k tokens, Qwen2.5-0.5B's
 # hidden size) and a small-vocabulary case where chunking buys little.
 CASES = [(4096, 152064, 896, "fp32"), (4096, 32000, 896, "fp32")]
+# (vocab, hidden, intermediate, layers, tokens): a 2-layer model with a 152k and a 32k vocabulary, 1024 tokens.
+STEP_CASES = [(152064, 512, 1408, 2, 1024), (32000, 512, 1408, 2, 1024)]
+
+
+def run_step(bench, mode, case, steps):
+    out = subprocess.run([bench, mode, *map(str, case), str(steps)], check=True, capture_output=True,
+                         text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def run_one(bench, impl, case, repeats):
@@ -38,6 +48,7 @@ def main():
     ap.add_argument("--bench", required=True, help="path to the kernels_bench binary")
     ap.add_argument("--runs", type=int, default=2, help="processes per variant (interleaved)")
     ap.add_argument("--repeats", type=int, default=2, help="timed forward+backward passes per process (best kept)")
+    ap.add_argument("--step-bench", help="path to the train_step_bench binary (whole step, fused on vs off)")
     ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
     args = ap.parse_args()
     load_before = os.getloadavg()[0]
@@ -52,13 +63,24 @@ def main():
             row[impl] = {k: median([r[k] for r in rs]) for k in ("best_s", "best_cpu_s", "extra_peak_mb", "loss")}
         rows.append(row)
         print(json.dumps(row))
+    step_rows = []
+    for case in (STEP_CASES if args.step_bench else []):
+        results = {"on": [], "off": []}
+        for _ in range(args.runs):
+            for mode in ("off", "on"):
+                results[mode].append(run_step(args.step_bench, mode, case, 3))
+        row = {"case": dict(zip(("vocab", "hidden", "intermediate", "layers", "tokens"), case))}
+        for mode, rs in results.items():
+            row[mode] = {k: median([r[k] for r in rs]) for k in ("best_s", "extra_peak_mb", "loss")}
+        step_rows.append(row)
+        print(json.dumps(row))
     meta = {"date": datetime.date.today().isoformat(), "load_before": load_before, "load_after": os.getloadavg()[0],
             "cpus": len(os.sched_getaffinity(0)), "machine": platform.processor() or platform.machine(),
             "runs": args.runs, "repeats": args.repeats,
             "commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                                      text=True).stdout.strip()}
     out = ROOT / "bench" / "results" / f"{meta['date']}-kernels.json"
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    out.write_text(json.dumps({"meta": meta, "rows": rows, "step_rows": step_rows}, indent=1) + "\n")
     if args.no_docs:
         return
     lines = [BEGIN, "## Kernels: fused vs unfused on the CPU", "",
@@ -78,6 +100,19 @@ def main():
                      f"{u['extra_peak_mb']:.0f} | {f['extra_peak_mb']:.0f} | "
                      f"{f['extra_peak_mb'] / max(u['extra_peak_mb'], 1):.3f} | "
                      f"{f['best_cpu_s'] / u['best_cpu_s']:.2f} |")
+    if step_rows:
+        lines += ["", "A whole training step (forward, loss, backward; LoRA r 16 on all seven projections, dropout "
+                  "0.05; fp32; one sequence; best of 3 steps per process) with `model.fused_kernels` on and off "
+                  "(build-kernels/train_step_bench):", "",
+                  "| model (vocab, hidden, intermediate, layers), tokens | off: step (s) | on: step (s) | on / off "
+                  "time | off: extra peak (MB) | on: extra peak (MB) | on / off peak |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for r in step_rows:
+            c, off, on = r["case"], r["off"], r["on"]
+            lines.append(f"| {c['vocab']}, {c['hidden']}, {c['intermediate']}, {c['layers']}; {c['tokens']} | "
+                         f"{off['best_s']:.2f} | {on['best_s']:.2f} | {on['best_s'] / off['best_s']:.2f} | "
+                         f"{off['extra_peak_mb']:.0f} | {on['extra_peak_mb']:.0f} | "
+                         f"{on['extra_peak_mb'] / max(off['extra_peak_mb'], 1):.2f} |")
     lines += ["", "Targets (issue 7): at vocabulary 152k and 4k tokens, fused peak ≤ 1/4 of unfused at no more than "
               "the unfused time.", END]
     doc = ROOT / "docs" / "benchmarks.md"

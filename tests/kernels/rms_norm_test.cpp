@@ -190,18 +190,31 @@ TEST(RmsNormTest, RunsTheCpuKernelOnTheCpu) {
   EXPECT_TRUE(at::equal(rms_norm(p.x, p.weight, kEps), fused));
 }
 
-TEST(RmsNormTest, RunsTheReferenceWhenAutogradNeedsAGradient) {
+TEST(RmsNormTest, RunsTheFusedNodeWhenAutogradNeedsAGradient) {
   const PathProbe p;
   const at::Tensor x = p.x.clone().requires_grad_();
   const at::Tensor y = rms_norm(x, p.weight, kEps);
   EXPECT_TRUE(y.requires_grad());
-  EXPECT_TRUE(at::equal(y.detach(), rms_norm_reference(p.x, p.weight, kEps)));
+  EXPECT_TRUE(at::equal(y.detach(), rms_norm_cpu(p.x, p.weight, kEps)));  // the kernel, inside an autograd node
   y.sum().backward();
   ASSERT_TRUE(x.grad().defined());
   EXPECT_EQ(x.grad().sizes(), x.sizes());
 
-  const at::NoGradGuard no_grad;  // nothing needs a gradient: back to the kernel
+  const at::NoGradGuard no_grad;  // nothing needs a gradient: the kernel alone
   EXPECT_TRUE(at::equal(rms_norm(x, p.weight, kEps), rms_norm_cpu(p.x, p.weight, kEps)));
+}
+
+TEST(RmsNormTest, RunsTheReferenceWhenFusedKernelsAreDisabled) {
+  const PathProbe p;
+  set_fused_kernels_enabled(false);
+  const at::Tensor x = p.x.clone().requires_grad_();
+  const at::Tensor y = rms_norm(x, p.weight, kEps);
+  EXPECT_TRUE(at::equal(y.detach(), rms_norm_reference(p.x, p.weight, kEps)));
+  {
+    const at::NoGradGuard no_grad;
+    EXPECT_TRUE(at::equal(rms_norm(p.x, p.weight, kEps), rms_norm_reference(p.x, p.weight, kEps)));
+  }
+  set_fused_kernels_enabled(true);
 }
 
 TEST(RmsNormTest, RunsTheReferenceForMixedOrOtherDtypes) {

@@ -24,6 +24,8 @@ TEST(KernelSelfCheckTest, ForcedMismatchFailsAndNamesTheKernel) {
   EXPECT_THAT(lce.failures, ElementsAre(HasSubstr("linear_cross_entropy loss: max |fused - reference|")));
   const SelfCheckReport rms = run_kernel_self_check(at::Device(at::kCPU), at::kFloat, "rms_norm");
   EXPECT_THAT(rms.failures, ElementsAre(HasSubstr("rms_norm: max |fused - reference|")));
+  const SelfCheckReport back = run_kernel_self_check(at::Device(at::kCPU), at::kBFloat16, "rms_norm_backward");
+  EXPECT_THAT(back.failures, ElementsAre(HasSubstr("rms_norm dx: max |fused - reference|")));
 }
 
 TEST(KernelSelfCheckTest, CachedDecisionFallsBackAfterAForcedMismatch) {

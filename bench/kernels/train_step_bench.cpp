@@ -1,0 +1,124 @@
+// One training step (forward, loss, backward over a LoRA model) with model.fused_kernels on or off, on the CPU:
+// writes a random-weight Llama-shaped checkpoint of the given size to a temporary directory, attaches LoRA
+// (r 16, all seven projections, dropout 0.05) and runs the trainer's loss path (trainer/loss.h) as the trainer
+// does. Prints one JSON line with the best step time and the peak memory above the loaded model.
+//
+//   train_step_bench on|off VOCAB HIDDEN INTERMEDIATE LAYERS TOKENS STEPS
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <sys/resource.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "adapters/adapter_set.h"
+#include "core/file.h"
+#include "io/safetensors.h"
+#include "kernels/rms_norm.h"
+#include "model/transformer.h"
+#include "trainer/loss.h"
+
+namespace {
+
+double current_rss_mb() {
+  std::ifstream statm("/proc/self/statm");
+  long total = 0, resident = 0;
+  statm >> total >> resident;
+  return static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1 << 20);
+}
+
+double peak_rss_mb() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;
+}
+
+void write_model(const std::string& dir, int64_t V, int64_t C, int64_t I, int64_t L) {
+  const int64_t H = C / 64, Hkv = std::max<int64_t>(1, H / 4), D = 64;
+  freehold::core::write_file_atomic(
+      dir + "/config.json",
+      absl::StrCat(R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": )", V,
+                   R"(, "hidden_size": )", C, R"(, "intermediate_size": )", I, R"(, "num_hidden_layers": )", L,
+                   R"(, "num_attention_heads": )", H, R"(, "num_key_value_heads": )", Hkv,
+                   R"(, "max_position_embeddings": 8192, "rms_norm_eps": 1e-5, "hidden_act": "silu",
+                      "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
+                      "tie_word_embeddings": false, "dtype": "float32"})"));
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(1);
+  std::vector<freehold::io::NamedTensor> tensors;
+  auto add = [&](const std::string& name, std::vector<int64_t> shape, bool norm) {
+    at::Tensor t = at::randn(shape, gen, at::kFloat) * 0.05;
+    tensors.push_back({name, norm ? t + 1.0 : t});
+  };
+  add("model.embed_tokens.weight", {V, C}, false);
+  for (int64_t i = 0; i < L; ++i) {
+    const std::string p = absl::StrCat("model.layers.", i, ".");
+    add(p + "input_layernorm.weight", {C}, true);
+    add(p + "post_attention_layernorm.weight", {C}, true);
+    add(p + "self_attn.q_proj.weight", {H * D, C}, false);
+    add(p + "self_attn.k_proj.weight", {Hkv * D, C}, false);
+    add(p + "self_attn.v_proj.weight", {Hkv * D, C}, false);
+    add(p + "self_attn.o_proj.weight", {C, H * D}, false);
+    add(p + "mlp.gate_proj.weight", {I, C}, false);
+    add(p + "mlp.up_proj.weight", {I, C}, false);
+    add(p + "mlp.down_proj.weight", {C, I}, false);
+  }
+  add("model.norm.weight", {C}, true);
+  add("lm_head.weight", {V, C}, false);
+  freehold::io::save_safetensors(dir + "/model.safetensors", tensors);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace freehold;
+  if (argc != 8 || (std::string(argv[1]) != "on" && std::string(argv[1]) != "off")) {
+    std::fprintf(stderr, "usage: train_step_bench on|off VOCAB HIDDEN INTERMEDIATE LAYERS TOKENS STEPS\n");
+    return 2;
+  }
+  const bool on = std::string(argv[1]) == "on";
+  const int64_t V = std::atoll(argv[2]), C = std::atoll(argv[3]), I = std::atoll(argv[4]), L = std::atoll(argv[5]);
+  const int64_t T = std::atoll(argv[6]);
+  const int steps = std::atoi(argv[7]);
+  std::string dir = (std::filesystem::temp_directory_path() / "freehold_step_bench_XXXXXX").string();
+  if (::mkdtemp(dir.data()) == nullptr) return 1;
+  write_model(dir, V, C, I, L);
+  model::Transformer model = model::Transformer::load(dir);
+  adapters::LoraOptions options;
+  options.r = 16;
+  options.alpha = 32;
+  options.dropout = 0.05;
+  adapters::AdapterSet set = adapters::AdapterSet::create(model, options, 1);
+  set.set_training(true);
+  const model::FusedKernels mode = on ? model::FusedKernels::kOn : model::FusedKernels::kOff;
+  for (const adapters::AdapterSet::Entry& e : set.entries()) e.adapter->set_fused(on);
+  kernels::set_fused_kernels_enabled(on);
+
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(2);
+  const at::Tensor ids = at::randint(V, {1, T}, gen, at::TensorOptions().dtype(at::kLong));
+  const at::Tensor labels = ids.clone();
+  const double baseline_mb = current_rss_mb();
+  double best_s = 1e30, loss = 0;
+  for (int i = 0; i < steps; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    const at::Tensor l = trainer::model_sum_cross_entropy(model, {ids, at::Tensor(), at::Tensor()}, labels, mode) /
+                         static_cast<double>(T - 1);
+    l.backward();
+    loss = l.item<double>();
+    for (const io::NamedTensor& p : set.parameters()) p.tensor.mutable_grad() = at::Tensor();
+    best_s = std::min(best_s, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  std::filesystem::remove_all(dir);
+  std::printf(
+      "{\"op\": \"train_step\", \"fused\": \"%s\", \"vocab\": %lld, \"hidden\": %lld, \"intermediate\": %lld, "
+      "\"layers\": %lld, \"tokens\": %lld, \"steps\": %d, \"best_s\": %.4f, \"extra_peak_mb\": %.1f, \"loss\": %.6f}\n",
+      on ? "on" : "off", static_cast<long long>(V), static_cast<long long>(C), static_cast<long long>(I),
+      static_cast<long long>(L), static_cast<long long>(T), steps, best_s, peak_rss_mb() - baseline_mb, loss);
+  return 0;
+}
