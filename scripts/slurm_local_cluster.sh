@@ -26,8 +26,7 @@ usage() {
   exit 2
 }
 
-# Daemons run as root with SlurmUser=root; as another user slurmd could not start jobs for others, which is fine
-# for tests but munged and slurmd then need no root at all. Either way the binaries must be there.
+# The daemons run as the caller with SlurmUser=root: tests run as root (CI's container does too).
 require_binaries() {
   local missing=()
   for b in munged munge slurmctld slurmd srun sbatch squeue scontrol sinfo scancel; do
@@ -39,8 +38,9 @@ require_binaries() {
   fi
 }
 
-# Two TCP ports nobody listens on now. A port is taken from the kernel's ephemeral picks (bind to port 0), so two
-# clusters started at once, or a CI container with its own services, do not collide on a fixed number.
+# N TCP ports nobody listens on now, from the kernel's ephemeral picks (bind to port 0), so two clusters started
+# at once, or a CI container with its own services, do not collide on a fixed number. (They are released before
+# slurmctld and slurmd bind them; a start that loses that race fails with the logs and can be run again.)
 free_ports() {
   local n=$1
   python3 - "$n" <<'EOF'
