@@ -136,12 +136,18 @@ class LocalCluster:
         self.started = False
 
     def start(self) -> None:
-        proc = subprocess.run(expand("cluster_start", DIR=self.dir), capture_output=True, text=True, timeout=120,
-                              cwd=REPO)
-        if proc.returncode != 0:
+        # A second try in a new directory: the free ports the script picks can be taken before the daemons bind them.
+        for attempt in (1, 2):
+            proc = subprocess.run(expand("cluster_start", DIR=self.dir), capture_output=True, text=True, timeout=120,
+                                  cwd=REPO)
+            if proc.returncode == 0:
+                self.started = True
+                return
             shutil.rmtree(self.dir, ignore_errors=True)
-            raise AssertionError(f"the local Slurm cluster did not start:\n{proc.stdout}\n{proc.stderr}")
-        self.started = True
+            if attempt == 1:
+                print(f"the local Slurm cluster did not start; trying again:\n{proc.stderr}", file=sys.stderr)
+                self.dir = Path(tempfile.mkdtemp(prefix="fhslurm.", dir="/tmp"))
+        raise AssertionError(f"the local Slurm cluster did not start:\n{proc.stdout}\n{proc.stderr}")
 
     def stop(self) -> None:
         if self.started:
