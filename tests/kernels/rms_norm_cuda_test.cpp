@@ -140,5 +140,25 @@ TEST(RmsNormCudaTest, CudaKernelsAreBuiltAndLibtorchCudaIsLoaded) {
   EXPECT_TRUE(at::detail::getCUDAHooks().isBuilt()) << "libtorch_cuda.so was not loaded (dropped at link time?)";
 }
 
+// The fused backward on the GPU against the CPU's: dx and dweight in every bit (same lane math, same row blocks).
+TEST(RmsNormCudaTest, BackwardBitIdenticalToCpu_CUDA) {
+  SKIP_WITHOUT_GPU();
+  uint64_t seed = 500;
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+    for (int64_t rows : {1, 7, 129}) {
+      for (int64_t C : {7, 64, 4097}) {
+        SCOPED_TRACE(::testing::Message() << dtype << " rows " << rows << " C " << C);
+        seed += 3;
+        const at::Tensor x = seeded_randn({rows, C}, dtype, seed), dy = seeded_randn({rows, C}, dtype, seed + 1);
+        const at::Tensor w = make_weight(C, dtype, seed + 2);
+        const auto [dx_cpu, dw_cpu] = rms_norm_backward(x, w, dy, kEps);
+        const auto [dx_gpu, dw_gpu] = rms_norm_backward(x.cuda(), w.cuda(), dy.cuda(), kEps);
+        EXPECT_TRUE(at::equal(dx_gpu.cpu(), dx_cpu));
+        EXPECT_TRUE(at::equal(dw_gpu.cpu(), dw_cpu));
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace freehold::kernels
