@@ -81,6 +81,7 @@ print_logs() {
 
 write_config() {
   local dir=$1 ctld_port=$2 slurmd_port=$3
+  local first_job_id=$((1000 + RANDOM * 16))
   cat >"$dir/slurm.conf" <<EOF
 # Written by scripts/slurm_local_cluster.sh for one test run; everything lives under $dir.
 ClusterName=freehold-test
@@ -96,6 +97,10 @@ CredType=cred/munge
 AuthInfo=socket=$dir/munge/munge.socket,cred_expire=5
 StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool
+# Jobs' scratch (PMIx puts a directory per step there; the default /tmp/spmix_appdir_<uid>_<job>.<step> would be
+# shared by every cluster on the machine), and job ids that another cluster started at once is unlikely to use.
+TmpFS=$dir/tmp
+FirstJobId=$first_job_id
 SlurmctldPidFile=$dir/slurmctld.pid
 SlurmdPidFile=$dir/slurmd.pid
 SlurmctldLogFile=$dir/slurmctld.log
@@ -131,6 +136,8 @@ EOF
   mkdir -p "$dir/dev"
   for ((i = 0; i < kNodeGpus; ++i)); do : >"$dir/dev/gpu$i"; done
   echo "NodeName=$kNodeName Name=gpu File=$dir/dev/gpu[0-$((kNodeGpus - 1))]" >"$dir/gres.conf"
+  mkdir -p "$dir/tmp"
+  echo "PMIxCliTmpDirBase=$dir/tmp" >"$dir/mpi.conf"
   : >"$dir/plugstack.conf"
 }
 
