@@ -162,6 +162,14 @@ def case_label(c: dict) -> str:
     return f"{c['model']} T={c['seq_len']} {c['dtype']} {c['threads']}t"
 
 
+def mfu(side: dict) -> str:
+    return f"{100 * side['mfu_cpu']:.1f}%" if "mfu_cpu" in side else "—"
+
+
+def peak_text(c: dict) -> str:
+    return f"{c['matmul_peak_flops_per_cpu_s'] / 1e9:.0f}" if "matmul_peak_flops_per_cpu_s" in c else "—"
+
+
 def markdown(result: dict, chart_name: str) -> str:
     m = result["machine"]
     cases = result["train"]
@@ -178,23 +186,25 @@ def markdown(result: dict, chart_name: str) -> str:
         "alpha 32 dropout 0.05 on q/k/v/o/gate/up/down of every layer (adapters and AdamW state fp32), the same "
         "token rows (micro-batch 1, every token a target), clip 1.0, AdamW; the same thread count. "
         f"{cases[0]['warmup']} warm-up step(s) dropped, medians of {cases[0]['steps'] - cases[0]['warmup']} "
-        f"measured steps; {result.get('jobs', 1)} grid point(s) at a time. Peak RSS: the whole process (GNU time), load included. MFU: FLOPs per token (formula "
-        "below) × tokens/s ÷ the torch.mm peak measured on this machine in the same dtype and thread count.",
+        f"measured steps; {result.get('jobs', 1)} grid point(s) at a time. Peak RSS: the whole process (GNU time), "
+        "load included. MFU: FLOPs per token (formula in the MFU section) × tokens per CPU-second ÷ the best "
+        "torch.mm rate per CPU-second measured on this machine in the same dtype and thread count (the wall-clock "
+        "MFU is in the JSON; on a loaded machine it means little).",
         "",
         f"![tokens/s and peak RSS ratios]({chart_name})",
         "",
         "Chart: dark bars wall-clock tokens/s, light bars tokens per CPU-second of the process.",
         "",
         "| model | seq | dtype | threads | freehold tok/s | PEFT tok/s | speedup | speedup, CPU time | freehold RSS (MB) "
-        "| PEFT RSS (MB) | RSS ratio | MFU freehold | MFU PEFT | matmul peak (GFLOP/s) |",
+        "| PEFT RSS (MB) | RSS ratio | MFU freehold (CPU time) | MFU PEFT (CPU time) | matmul peak (GFLOP/CPU-s) |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cases:
         f, p = c["freehold"], c["peft"]
         lines.append(f"| {c['model']} | {c['seq_len']} | {c['dtype']} | {c['threads']} | {f['tokens_per_s']:.0f} | "
                      f"{p['tokens_per_s']:.0f} | **{c['speedup']:.2f}×** | {c['cpu_speedup']:.2f}× | {f['peak_rss_bytes'] / mb:.0f} | "
-                     f"{p['peak_rss_bytes'] / mb:.0f} | **{c['rss_ratio']:.2f}×** | {100 * f['mfu']:.1f}% | "
-                     f"{100 * p['mfu']:.1f}% | {c['matmul_peak_flops_per_s'] / 1e9:.0f} |")
+                     f"{p['peak_rss_bytes'] / mb:.0f} | **{c['rss_ratio']:.2f}×** | {mfu(f)} | {mfu(p)} | "
+                     f"{peak_text(c)} |")
     lines += [
         "",
         "Step time split (median seconds per phase; freehold from metrics.jsonl `time_s`, PEFT from timers around "
@@ -257,6 +267,33 @@ def update_docs(section: str, quick: bool) -> None:
     DOCS.write_text(text)
 
 
+def render(args) -> int:
+    date = datetime.date.today().isoformat()
+    path = REPO / "bench" / "results" / f"{date}{'-quick' if args.quick else ''}.json"
+    result = json.loads(path.read_text())
+    peaks: dict = {}
+    for c in result["train"]:
+        if "matmul_peak_flops_per_cpu_s" in c:
+            continue
+        # Results from before the CPU-time peak was measured: measure it now, on the same machine.
+        key = (c["dtype"], c["threads"])
+        if key not in peaks:
+            env = dict(os.environ, OMP_NUM_THREADS=str(c["threads"]), MKL_NUM_THREADS=str(c["threads"]))
+            peaks[key] = train_bench.matmul_peak(c["dtype"], c["threads"], env)
+        c["matmul_peak_flops_per_cpu_s"] = peaks[key]["flops_per_cpu_s"]
+        for side in ("freehold", "peft"):
+            s = c[side]
+            s["mfu_cpu"] = s["tokens_per_cpu_s"] * c["flops_per_token"] / c["matmul_peak_flops_per_cpu_s"]
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    chart = f"benchmarks-train{'-quick' if args.quick else ''}.svg"
+    title = f"freehold vs HF PEFT, LoRA training, {date}{' (quick grid)' if args.quick else ''}"
+    (DOCS.parent / chart).write_text(svg_chart(result["train"], title))
+    section = markdown(result, chart)
+    update_docs(section, args.quick)
+    print(section)
+    return 0
+
+
 # ─── main ───────────────────────────────────────────────────────────────────────────────────────────────────────
 
 def main() -> int:
@@ -265,7 +302,11 @@ def main() -> int:
     ap.add_argument("--only", nargs="+", choices=["train", "loader", "export", "prepare", "dist"],
                     default=["train", "loader", "export", "prepare", "dist"])
     ap.add_argument("--no-docs", action="store_true", help="write the JSON only")
+    ap.add_argument("--render", action="store_true",
+                    help="rewrite the docs section and chart from the day's results JSON without running anything")
     args = ap.parse_args()
+    if args.render:
+        return render(args)
     for tool, why in ((train_bench.TIME, "GNU time measures each side's peak RSS (apt install time)"),
                       (args.freehold, "build the freehold target or pass --freehold")):
         if not Path(tool).is_file():

@@ -112,10 +112,12 @@ dtype, threads, n = getattr(torch, sys.argv[1]), int(sys.argv[2]), int(sys.argv[
 torch.set_num_threads(threads)
 a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
 torch.mm(a, b)
-best = float("inf")
+best, best_cpu = float("inf"), float("inf")
 for _ in range(5):
-    t = time.perf_counter(); torch.mm(a, b); best = min(best, time.perf_counter() - t)
-print(json.dumps({"flops_per_s": 2 * n ** 3 / best, "n": n}))
+    t, c = time.perf_counter(), time.process_time()
+    torch.mm(a, b)
+    best, best_cpu = min(best, time.perf_counter() - t), min(best_cpu, time.process_time() - c)
+print(json.dumps({"flops_per_s": 2 * n ** 3 / best, "flops_per_cpu_s": 2 * n ** 3 / best_cpu, "n": n}))
 """
 
 
@@ -226,23 +228,28 @@ def run_peft(base: Path, batches: Path, case: dict, env: dict) -> dict:
     return {"steps": parsed["steps"], "wall_s": wall, "peak_rss_bytes": rss, "adapter_params": parsed["adapter_params"]}
 
 
-def matmul_peak(dtype: str, threads: int, env: dict, n: int = 2048) -> float:
+def matmul_peak(dtype: str, threads: int, env: dict, n: int = 2048) -> dict:
+    """{"flops_per_s": wall rate, "flops_per_cpu_s": rate per CPU-second of the process} of the best torch.mm."""
     out = subprocess.run([sys.executable, "-c", MATMUL_PEAK, TORCH_DTYPE[dtype], str(threads), str(n)], env=env,
                          capture_output=True, text=True, check=True).stdout
-    return json.loads(out)["flops_per_s"]
+    return json.loads(out)
 
 
 PHASES = ["data", "forward", "backward", "comm", "optimizer", "step"]
 
 
-def summarize(side: dict, warmup: int, tokens_per_step: int, flops_per_token: float, peak: float) -> dict:
+def summarize(side: dict, warmup: int, tokens_per_step: int, flops_per_token: float, peak: dict) -> dict:
     measured = side["steps"][warmup:]
     med = {p: statistics.median(s.get(p, 0.0) for s in measured) for p in PHASES}
     cpu = {p: statistics.median(s["cpu"].get(p, 0.0) for s in measured) for p in PHASES}
     tps = tokens_per_step / med["step"]
     return {"median_s": med, "median_cpu_s": cpu, "tokens_per_s": tps, "tokens_per_cpu_s": tokens_per_step / cpu["step"],
             "peak_rss_bytes": side["peak_rss_bytes"], "wall_s": side["wall_s"],
-            "mfu": tps * flops_per_token / peak, "data_share": med["data"] / med["step"],
+            # MFU in wall time (tokens/s over the wall-clock matmul rate) and in CPU time (tokens per CPU-second
+            # over the matmul rate per CPU-second): on a loaded machine only the second means much.
+            "mfu": tps * flops_per_token / peak["flops_per_s"],
+            "mfu_cpu": tokens_per_step / cpu["step"] * flops_per_token / peak["flops_per_cpu_s"],
+            "data_share": med["data"] / med["step"],
             "losses": [s["loss"] for s in side["steps"]], "step_s": [s["step"] for s in measured],
             "step_cpu_s": [s["cpu"]["step"] for s in measured]}
 
@@ -263,7 +270,8 @@ def run_case(case: dict, freehold: Path, work: Path, peaks: dict, log=print) -> 
     fh = run_freehold(freehold, base, batches, case, work / "runs" / f"freehold-{label}", env)
     pf = run_peft(base, batches, case, env)
     result = dict(case, tokens_per_step=tokens, flops_per_token=flops["per_token"], flops_parts=flops["parts"],
-                  matmul_peak_flops_per_s=peaks[key], load_average=[load_before, os.getloadavg()[0]],
+                  matmul_peak_flops_per_s=peaks[key]["flops_per_s"],
+                  matmul_peak_flops_per_cpu_s=peaks[key]["flops_per_cpu_s"], load_average=[load_before, os.getloadavg()[0]],
                   adapter_params=pf["adapter_params"])
     result["freehold"] = summarize(fh, case["warmup"], tokens, flops["per_token"], peaks[key])
     result["peft"] = summarize(pf, case["warmup"], tokens, flops["per_token"], peaks[key])
