@@ -35,15 +35,13 @@ COMMANDS = {
     "srun_train": "srun --ntasks=1 FREEHOLD train CONFIG OVERRIDES",
     "salloc_mpirun_train": "salloc --ntasks=1 mpirun --allow-run-as-root --oversubscribe -np 1 FREEHOLD train CONFIG "
                            "OVERRIDES",
-    "preempt_submit": "sbatch --parsable --ntasks=1 --requeue --signal=B:USR1@30 --open-mode=append --output=LOG "
-                      "tests/slurm/requeue_job.sh FREEHOLD CONFIG OVERRIDES",
-    "preempt_signal": "scancel --signal=USR1 --batch JOB_ID",
     "srun_ranks": "srun --ntasks=4 --label FREEHOLD train CONFIG OVERRIDES",
     "salloc_mpirun_ranks": "salloc --ntasks=2 mpirun --allow-run-as-root --oversubscribe -np 2 FREEHOLD train CONFIG "
                            "OVERRIDES",
     "example_sbatch": "env FREEHOLD_BIN=FREEHOLD FREEHOLD_SLURM_DIR=REPO/launch/slurm sbatch --parsable --nodes=1 "
                       "--ntasks-per-node=2 --partition=debug REPO/launch/slurm/train_1node_8gpu.sbatch CONFIG "
                       "OVERRIDES",
+    "preempt_signal": "scancel --signal=USR1 --batch JOB_ID",
     "cluster_stop": "scripts/slurm_local_cluster.sh stop DIR",
     "offline_namespace": "unshare --net bash -c SCRIPT",
     "offline_prepare": "FREEHOLD prepare --tokenizer TOKENIZER --input RECORDS --out PREPARED --format text "
@@ -53,7 +51,7 @@ COMMANDS = {
 }
 
 
-PLACEHOLDERS = ("DIR", "REPO", "FREEHOLD", "CONFIG", "OVERRIDES", "LOG", "JOB_ID", "SCRIPT", "TOKENIZER", "RECORDS",
+PLACEHOLDERS = ("DIR", "REPO", "FREEHOLD", "CONFIG", "OVERRIDES", "JOB_ID", "SCRIPT", "TOKENIZER", "RECORDS",
                 "PREPARED", "MODEL", "ADAPTER", "MERGED")
 
 
