@@ -221,7 +221,7 @@ def markdown(result: dict, chart_name: str) -> str:
                          f"{s['data'] * 1e3:.2f} ms | {s['forward']:.3f} | {s['backward']:.3f} | "
                          f"{s['optimizer']:.3f} | {s['comm']:.3f} | {s['step']:.3f} | "
                          f"{c[side]['median_cpu_s']['step']:.3f} | "
-                         f"{100 * c[side]['data_share']:.3f}% |")
+                         f"{100 * c[side]['data_share']:.4f}% |")
     ld = result.get("loader")
     if ld:
         lines += ["", f"Data loader share with the real data path ({ld['source']}, SmolLM2-135M shape, fp32, seq "
