@@ -159,7 +159,16 @@ std::string describe_flags(const std::vector<FlagSpec>& specs) {
   for (const FlagSpec& spec : specs) {
     std::string left = absl::StrCat("  --", spec.name, spec.value_name.empty() ? "" : " ", spec.value_name);
     if (left.size() < 28) left.resize(28, ' ');
-    absl::StrAppend(&out, left, " ", spec.help, spec.required ? " (required)" : "", "\n");
+    // Every flag states its default: the help text names it, or it is required, off, or unset.
+    std::string suffix;
+    if (spec.required) {
+      suffix = " (required)";
+    } else if (spec.value_name.empty()) {
+      if (spec.name != "help") suffix = " (default: off)";
+    } else if (spec.help.find("default") == std::string::npos) {
+      suffix = " (default: none)";
+    }
+    absl::StrAppend(&out, left, " ", spec.help, suffix, "\n");
   }
   return out;
 }

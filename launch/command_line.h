@@ -41,7 +41,8 @@ class ParsedArgs {
 ParsedArgs parse_command_line(std::string_view command, const std::vector<FlagSpec>& specs,
                               const std::vector<std::string>& args, int min_positionals, int max_positionals);
 
-// "  --model DIR   the model directory" lines for help texts.
+// "  --model DIR   the model directory (required)" lines for help texts. Every line states the flag's default:
+// the help text names it ("default ..."), or the flag is required, a switch that is off, or has no value unless given.
 std::string describe_flags(const std::vector<FlagSpec>& specs);
 
 // The closest of `candidates` to `word` by edit distance, when it is close enough to be a likely typo.

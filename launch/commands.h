@@ -22,6 +22,7 @@ int run_prepare(const std::vector<std::string>& args);
 int run_adapter(const std::vector<std::string>& args);
 int run_export(const std::vector<std::string>& args);
 int run_generate(const std::vector<std::string>& args);
+int run_plot(const std::vector<std::string>& args);
 
 const std::vector<Command>& all_commands();
 

@@ -27,6 +27,7 @@ const std::vector<Command>& all_commands() {
       {"adapter", "adapter init: attach, initialise and save a PEFT adapter", run_adapter},
       {"export", "merge a PEFT adapter into its base model, as a directory transformers loads", run_export},
       {"generate", "continue a prompt with a model (and adapter): greedy or top-p sampling, streamed", run_generate},
+      {"plot", "draw a run's loss curve (train loss, eval loss, learning rate) from metrics.jsonl as SVG", run_plot},
   };
   return commands;
 }
@@ -36,7 +37,10 @@ namespace {
 void print_usage() {
   std::printf("freehold: LoRA fine-tuning of Hugging Face causal LMs, on your own machines.\n\nusage: freehold COMMAND [ARGS]\n\ncommands:\n");
   for (const Command& c : all_commands()) std::printf("  %-10s %s\n", c.name.c_str(), c.summary.c_str());
-  std::printf("\n`freehold COMMAND --help` describes a command's options.\n");
+  std::printf("\n`freehold COMMAND --help` lists a command's options and their defaults. Run configs: every key is in\n"
+              "configs/README.md; a first run step by step: docs/quickstart.md.\n"
+              "Exit codes: 0 done, 2 usage or config error, 3 bad input data, 4 a peer rank lost, 75 stopped by a\n"
+              "signal after a checkpoint (requeue), 1 anything else.\n");
 }
 
 int run(int argc, char** argv) {

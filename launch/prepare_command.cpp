@@ -19,7 +19,7 @@ const std::vector<FlagSpec>& prepare_flags() {
       {"template", "NAME", "chat template: llama3, chatml (qwen) or mistral (default: from the tokenizer)"},
       {"train-on", "WHAT", "assistant (default), all or last_assistant"},
       {"seq-len", "N", "cut samples to N tokens (text: split into N-token pieces); default: no limit"},
-      {"max-bad-fraction", "F", "stop with exit code 3 when more than this fraction of records is bad (0.01)"},
+      {"max-bad-fraction", "F", "stop with exit code 3 when more than this fraction of records is bad (default 0.01)"},
       {"threads", "N", "tokenizer threads (default: every core)"},
       {"force", "", "rebuild even when the output was already made from these inputs"},
       {"help", "", "show this help"},
