@@ -81,8 +81,9 @@ def newest_result(suffix: str) -> dict | None:
 
 
 def run_export(args) -> dict:
+    # The quick run's single repetition reports in the quick section only; the full run rewrites the export section.
     out = run_script("export_bench.py", ["--reps", "1" if args.quick else "3", "--freehold", str(args.freehold),
-                                         "--work", str(args.work), "--update-docs"])
+                                         "--work", str(args.work)] + ([] if args.quick else ["--update-docs"]))
     if out["returncode"] == 0:
         r = newest_result("export")
         out.update({k: r[k] for k in ("time_ratio", "cpu_ratio", "rss_ratio")})
@@ -224,9 +225,10 @@ def markdown(result: dict, chart_name: str) -> str:
                          f"{100 * c[side]['data_share']:.4f}% |")
     ld = result.get("loader")
     if ld:
-        lines += ["", f"Data loader share with the real data path ({ld['source']}, SmolLM2-135M shape, fp32, seq "
-                      f"{ld['seq_len']}, {ld['threads']} threads): median data phase {ld['median_data_s'] * 1e3:.2f} ms "
-                      f"of a {ld['median_step_s']:.2f} s step = **{100 * ld['share']:.3f}%** (target < 2%)."]
+        how = f" (`{ld['run']['command']}`)" if "run" in ld else ""
+        lines += ["", f"Data loader share with the real data path{how}: {ld['source']}, SmolLM2-135M shape, fp32, seq "
+                      f"{ld['seq_len']}, {ld['threads']} thread(s): median data phase {ld['median_data_s'] * 1e3:.2f} "
+                      f"ms of a {ld['median_step_s']:.2f} s step = **{100 * ld['share']:.5f}%** (target < 2%)."]
     ex, pr, di = result.get("export"), result.get("prepare"), result.get("dist")
     if ex or pr or di:
         lines += ["", "Other benches of the same run (details in their sections and JSON files):", ""]
@@ -351,6 +353,14 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists():  # a run of some parts (--only) keeps the other parts of the same day's file
         earlier = json.loads(out.read_text())
+        if "train" not in args.only and "train" in earlier:
+            # The page's header describes the training run; this part keeps its own command and load.
+            this_run = {k: result[k] for k in ("command", "wall_s", "load_average")}
+            for part in args.only:
+                if isinstance(result.get(part), dict):
+                    result[part]["run"] = this_run
+            for key in ("command", "wall_s", "load_average", "machine"):
+                result[key] = earlier[key]
         for key in ("train", "formula", "jobs", "loader", "export", "prepare", "dist"):
             if key not in result and key in earlier:
                 result[key] = earlier[key]

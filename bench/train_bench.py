@@ -287,7 +287,7 @@ def run_case(case: dict, freehold: Path, work: Path, peaks: dict, log=print) -> 
     return result
 
 
-def loader_share(freehold: Path, work: Path, threads: int = 2, seq_len: int = 512, steps: int = 4) -> dict:
+def loader_share(freehold: Path, work: Path, threads: int = 1, seq_len: int = 512, steps: int = 3) -> dict:
     """The real data path's share of the step: freehold trains the SmolLM2 shape (fp32) from a prepared HDF5 file
     (tests/data/corpus text, the Llama-3-style tokenizer of scripts/make_tokenizers.py, packing, shuffling) instead
     of the testing-only batch file, and reports time_s.data against time_s.step (medians after one warm-up step)."""
