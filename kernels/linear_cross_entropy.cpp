@@ -87,10 +87,15 @@ FusedResult fused_pass(const at::Tensor& hidden, const at::Tensor& weight, const
   if (want_grad_hidden) out.grad_hidden = at::empty({N, C}, hidden.options());
   if (want_grad_weight) out.grad_weight = at::zeros({V, C}, weight.options().dtype(at::kFloat));
   const int64_t chunk = std::clamp<int64_t>(options.chunk_bytes / (V * hidden.element_size()), 1, std::max<int64_t>(N, 1));
+  // One logits buffer for every chunk: a fresh (chunk, V) allocation per chunk is returned to the OS and faulted
+  // in again each time (it is far above malloc's mmap threshold), which costs more than the row kernel.
+  at::Tensor buffer = at::empty({std::min(chunk, N), V}, hidden.options());  // (chunk, V)
+  const at::Tensor weight_t = weight.t();                                     // (C, V) view
   for (int64_t begin = 0; begin < N; begin += chunk) {
     const int64_t rows = std::min(chunk, N - begin);
     const at::Tensor h = hidden.narrow(0, begin, rows);  // (rows, C)
-    at::Tensor logits = at::linear(h, weight);           // (rows, V), contiguous, hidden's dtype
+    at::Tensor logits = buffer.narrow(0, 0, rows);       // (rows, V), contiguous, hidden's dtype
+    at::mm_out(logits, h, weight_t);
     at::Tensor loss_rows = row_loss.narrow(0, begin, rows);
     run_rows(type, logits, targets.narrow(0, begin, rows), loss_rows, options.ignore_index, write_grad);
     // `logits` now holds d loss / d logits.

@@ -49,11 +49,12 @@ def main():
     ap.add_argument("--runs", type=int, default=2, help="processes per variant (interleaved)")
     ap.add_argument("--repeats", type=int, default=2, help="timed forward+backward passes per process (best kept)")
     ap.add_argument("--step-bench", help="path to the train_step_bench binary (whole step, fused on vs off)")
+    ap.add_argument("--tokens", type=int, default=4096, help="tokens of the linear + cross-entropy cases")
     ap.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
     args = ap.parse_args()
     load_before = os.getloadavg()[0]
     rows = []
-    for case in CASES:
+    for case in [(args.tokens,) + c[1:] for c in CASES]:
         results = {"fused": [], "unfused": []}
         for _ in range(args.runs):
             for impl in ("unfused", "fused"):
