@@ -331,8 +331,9 @@ TEST(TrainerTest, NonFiniteStepsAreSkippedThenStopTheRun) {
     EXPECT_EQ(t.train(), TrainOutcome::kCompleted);
     std::vector<double> l = losses(c.output.dir);
     ASSERT_EQ(l.size(), 4u);
-    auto last = nlohmann::json::parse(core::read_file(c.output.dir + "/metrics.jsonl").substr(
-        core::read_file(c.output.dir + "/metrics.jsonl").rfind('{')));
+    // The last record is the last line (records hold nested objects, e.g. "time_s", so not the last '{').
+    const std::string metrics = core::read_file(c.output.dir + "/metrics.jsonl");
+    auto last = nlohmann::json::parse(metrics.substr(metrics.rfind('\n', metrics.size() - 2) + 1));
     EXPECT_EQ(last["skipped"], 1);
     for (const io::NamedTensor& p : t.adapters().parameters()) {
       EXPECT_TRUE(at::isfinite(p.tensor).all().item<bool>()) << p.name;
