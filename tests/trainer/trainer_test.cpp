@@ -99,10 +99,13 @@ TEST(TrainerTest, OverfitsOneBatch) {
   c.adapter.target_modules = {"all-linear"};
   c.train.grad_accum_steps = 1;
   c.train.max_steps = 80;
+  // A decaying rate: at a constant 2e-2 the run is at the edge of stability (gradient norms of 10-30 every few
+  // steps) and whether it settles below 0.1 by step 80 depends on rounding (fused and unfused kernels agree to 4
+  // digits for 9 steps, then part ways).
   c.train.lr = 2e-2;
   c.train.weight_decay = 0;
-  c.train.lr_schedule = LrSchedule::kConstant;
-  c.train.warmup_steps = 0;
+  c.train.lr_schedule = LrSchedule::kCosine;
+  c.train.warmup_steps = 5;
   c.output.save_every = 0;
   c.output.export_kind = ExportKind::kBoth;
   c.output.export_dtype = core::DType::kF32;
@@ -321,6 +324,10 @@ TEST(TrainerTest, NonFiniteStepsAreSkippedThenStopTheRun) {
   ids[2][5] = 31;  // micro-batch 2 (rows 2, 3)
   io::save_safetensors(f.batches, {{"input_ids", ids}});
   TrainerConfig c = make_config(f, "run");
+  // The 3e38 embedding row becomes non-finite only through the unfused composition (its x² overflows to inf and
+  // the backward multiplies 0 by inf); the fused kernels compute that row without the intermediate overflow. This
+  // test is about the trainer's policy for a non-finite step, so it takes the reference path.
+  c.model.fused_kernels = model::FusedKernels::kOff;
   c.train.grad_accum_steps = 1;
   c.train.max_steps = 4;
   c.train.warmup_steps = 0;
