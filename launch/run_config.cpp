@@ -56,7 +56,7 @@ class Section {
       : node_(std::move(node)), path_(std::move(path)), problems_(problems) {
     if (node_.IsDefined() && !node_.IsNull() && !node_.IsMap()) {
       problems_.add(node_, path_, absl::StrCat("is ", scalar_text(node_), "; expected a mapping of keys"));
-      node_ = YAML::Node();
+      node_ = YAML::Node(YAML::NodeType::Undefined);
     }
     if (node_.IsMap()) {
       std::set<std::string> seen;
@@ -70,10 +70,11 @@ class Section {
   Problems& problems() { return problems_; }
   std::string key_path(const std::string& key) const { return path_.empty() ? key : absl::StrCat(path_, ".", key); }
 
-  // The value under `key`, or an undefined/null node; marks the key as known.
+  // The value under `key`, or an undefined node when the key (or the whole section) is absent, so the default
+  // stays (YAML::Node() would be a defined null, which optional keys read as "set to null"); marks the key as known.
   YAML::Node get(const std::string& key) {
     known_.push_back(key);
-    if (!node_.IsMap()) return YAML::Node();
+    if (!node_.IsMap()) return YAML::Node(YAML::NodeType::Undefined);
     return node_[key];
   }
   static bool present(const YAML::Node& v) { return v.IsDefined() && !v.IsNull(); }

@@ -71,6 +71,23 @@ TEST(RunConfigTest, ReadsAGoodConfigWithDefaultsForTheRest) {
   EXPECT_EQ(c.resume.mode, ResumeOptions::Mode::kAuto);
 }
 
+// A section left out entirely gives the same defaults as an empty one (a regression: absent sections read their
+// optional keys as explicit nulls, so train.max_steps became null and adapter.target_modules empty).
+TEST(RunConfigTest, AbsentSectionsKeepTheirDefaults) {
+  const char* minimal = "model: {path: models/tiny}\ndata: {train: [data/train.jsonl]}\n";
+  RunConfig absent = parse_run_config(minimal, "exp.yaml");
+  RunConfig empty = parse_run_config(std::string(minimal) + "adapter: {}\ntrain: {}\noutput: {}\ndist: {}\n", "exp.yaml");
+  ASSERT_TRUE(absent.train.max_steps.has_value());
+  EXPECT_EQ(absent.train.max_steps, empty.train.max_steps);
+  EXPECT_EQ(absent.train.max_steps, 1000);
+  EXPECT_EQ(absent.adapter.target_modules, empty.adapter.target_modules);
+  EXPECT_EQ(absent.adapter.target_modules.size(), 7u);
+  EXPECT_EQ(absent.adapter.layers, empty.adapter.layers);
+  EXPECT_EQ(absent.train.loraplus_lr_ratio, empty.train.loraplus_lr_ratio);
+  EXPECT_EQ(absent.output.keep_last, empty.output.keep_last);
+  EXPECT_EQ(absent.dist.timeout_s, empty.dist.timeout_s);
+}
+
 TEST(RunConfigTest, OverridesReplaceAndCreateKeys) {
   RunConfig c = parse_run_config(kGood, "exp.yaml",
                                  {"train.lr=5e-5", "adapter.target_modules=[q_proj, k_proj, v_proj]",
