@@ -16,6 +16,7 @@
 #include <optional>
 
 #include "kernels/cross_entropy_cpu.h"
+#include "kernels/element_type.h"
 
 #if defined(FREEHOLD_WITH_CUDA)
 #include <c10/cuda/CUDAGuard.h>
@@ -26,19 +27,6 @@
 
 namespace freehold::kernels {
 namespace {
-
-std::optional<ElementType> element_type(at::ScalarType dtype) {
-  switch (dtype) {
-    case at::kFloat:
-      return ElementType::kF32;
-    case at::kBFloat16:
-      return ElementType::kBF16;
-    case at::kHalf:
-      return ElementType::kF16;
-    default:
-      return std::nullopt;
-  }
-}
 
 bool device_has_kernel(const at::Device& device) {
 #if defined(FREEHOLD_WITH_CUDA)

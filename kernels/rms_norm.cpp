@@ -12,6 +12,7 @@
 #include <optional>
 
 #include "kernels/rms_norm_cpu.h"
+#include "kernels/element_type.h"
 #include "kernels/rms_norm_math.h"
 
 #if defined(FREEHOLD_WITH_CUDA)
@@ -23,19 +24,6 @@
 
 namespace freehold::kernels {
 namespace {
-
-std::optional<ElementType> element_type(at::ScalarType dtype) {
-  switch (dtype) {
-    case at::kFloat:
-      return ElementType::kF32;
-    case at::kBFloat16:
-      return ElementType::kBF16;
-    case at::kHalf:
-      return ElementType::kF16;
-    default:
-      return std::nullopt;
-  }
-}
 
 bool autograd_needs(const at::Tensor& x, const at::Tensor& weight) {
   return at::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad());
