@@ -11,24 +11,14 @@
 #include <string>
 #include <vector>
 
+#include "tests/launch/run_command.h"
+
 namespace {
 
-struct RunResult {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
+using freehold::testing::RunResult;
 
 RunResult run_freehold(const std::string& args) {
-  const std::string command = std::string(FREEHOLD_BINARY_DIR) + "/bin/freehold " + args + " 2>&1";
-  RunResult result;
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return result;
-  char buffer[4096];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) result.output.append(buffer, n);
-  const int status = pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
+  return freehold::testing::run_command(freehold::testing::freehold_binary() + " " + args);
 }
 
 std::vector<std::string> lines_of(const std::string& text) {

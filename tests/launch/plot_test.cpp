@@ -12,30 +12,18 @@
 #include <string>
 
 #include "core/error.h"
+#include "tests/launch/run_command.h"
 #include "trainer/loss_plot.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-struct RunResult {
-  int exit_code = -1;
-  std::string output;
-};
+using freehold::testing::RunResult;
 
-RunResult run(const std::string& command) {
-  RunResult result;
-  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return result;
-  char buffer[4096];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) result.output.append(buffer, n);
-  const int status = pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
-}
+RunResult run(const std::string& command) { return freehold::testing::run_command(command); }
 
-std::string freehold() { return std::string(FREEHOLD_BINARY_DIR) + "/bin/freehold"; }
+std::string freehold() { return freehold::testing::freehold_binary(); }
 
 class PlotTest : public ::testing::Test {
  protected:
