@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import export_bench  # noqa: E402
 import train_bench  # noqa: E402
 
 REPO = train_bench.REPO
@@ -43,23 +44,24 @@ DOCS = REPO / "docs" / "benchmarks.md"
 
 
 def machine(freehold: Path) -> dict:
-    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                if l.startswith("model name")), platform.processor())
-    mem = next(int(l.split()[1]) * 1024 for l in Path("/proc/meminfo").read_text().splitlines()
-               if l.startswith("MemTotal"))
-    import peft
-    import torch
-    import transformers
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+    """export_bench's machine record, plus whether the tree had local changes and the binary's --version."""
+    info = export_bench.machine()
     dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
                            capture_output=True, text=True).stdout.strip()
-    return {"cpu": cpu, "cpus_available": len(os.sched_getaffinity(0)), "memory_bytes": mem,
-            "os": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "peft": peft.__version__,
-            "freehold_commit": commit + ("+local changes" if dirty else ""),
-            "freehold_version": subprocess.run([str(freehold), "--version"], capture_output=True,
-                                               text=True).stdout.strip()}
+    info["freehold_commit"] += "+local changes" if dirty else ""
+    info["freehold_version"] = subprocess.run([str(freehold), "--version"], capture_output=True,
+                                              text=True).stdout.strip()
+    return info
+
+
+def write_chart_and_docs(result: dict, date: str, quick: bool) -> None:
+    """Writes the training chart and rewrites the docs section from `result`."""
+    chart = f"benchmarks-train{'-quick' if quick else ''}.svg"
+    title = f"freehold vs HF PEFT, LoRA training, {date}{' (quick grid)' if quick else ''}"
+    (DOCS.parent / chart).write_text(svg_chart(result["train"], title))
+    section = markdown(result, chart)
+    update_docs(section, quick)
+    print(section)
 
 
 # ─── the other benches, as subprocesses ─────────────────────────────────────────────────────────────────────────
@@ -287,12 +289,7 @@ def render(args) -> int:
             s = c[side]
             s["mfu_cpu"] = s["tokens_per_cpu_s"] * c["flops_per_token"] / c["matmul_peak_flops_per_cpu_s"]
     path.write_text(json.dumps(result, indent=1) + "\n")
-    chart = f"benchmarks-train{'-quick' if args.quick else ''}.svg"
-    title = f"freehold vs HF PEFT, LoRA training, {date}{' (quick grid)' if args.quick else ''}"
-    (DOCS.parent / chart).write_text(svg_chart(result["train"], title))
-    section = markdown(result, chart)
-    update_docs(section, args.quick)
-    print(section)
+    write_chart_and_docs(result, date, args.quick)
     return 0
 
 
@@ -367,12 +364,7 @@ def main() -> int:
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")
     if "train" in result and not args.no_docs:
-        chart = f"benchmarks-train{'-quick' if args.quick else ''}.svg"
-        title = f"freehold vs HF PEFT, LoRA training, {date}{' (quick grid)' if args.quick else ''}"
-        (DOCS.parent / chart).write_text(svg_chart(result["train"], title))
-        section = markdown(result, chart)
-        update_docs(section, args.quick)
-        print(section)
+        write_chart_and_docs(result, date, args.quick)
     worst = [c for c in result.get("train", []) if c["speedup"] < 1.5 or c["rss_ratio"] > 0.6]
     for c in worst:
         print(f"below target: {case_label(c)}: {c['speedup']:.2f}× tokens/s, {c['rss_ratio']:.2f}× peak RSS")
