@@ -11,6 +11,8 @@
 
 #include <cmath>
 
+#include "kernels/half_gemm.h"
+
 namespace freehold::kernels {
 namespace {
 
@@ -45,10 +47,11 @@ class LoraLinearFunction : public torch::autograd::Function<LoraLinearFunction> 
                             double dropout) {
     const at::Tensor& bias = frozen.bias;
     const at::Tensor& mask = frozen.mask;
-    at::Tensor result = at::linear(x, weight, bias);  // (..., out), base dtype
-    const at::ScalarType result_dtype = result.scalar_type();
-    at::Tensor xd = x.to(lora_A.scalar_type());  // (..., in), adapter dtype
-    if (mask.defined()) xd = xd * mask.to(xd.scalar_type()).div_(1.0 - dropout);
+    const at::Tensor xa = x.to(lora_A.scalar_type());  // (..., in), adapter dtype
+    // The base GEMM may run in float32 on 16-bit weights (kernels/half_gemm.h); it reuses the widened x then.
+    at::Tensor result = frozen_linear(x, weight, bias, xa.scalar_type() == at::kFloat ? xa : at::Tensor());
+    const at::ScalarType result_dtype = result.scalar_type();  // (..., out), base dtype
+    at::Tensor xd = mask.defined() ? xa * mask.to(xa.scalar_type()).div_(1.0 - dropout) : xa;
     at::Tensor u = at::linear(xd, lora_A);  // (..., r)
     result = (result + at::linear(u, lora_B) * scale).to(result_dtype);
     ctx->save_for_backward({x, weight, lora_A, lora_B, u, mask});
@@ -81,7 +84,7 @@ class LoraLinearFunction : public torch::autograd::Function<LoraLinearFunction> 
     if (ctx->needs_input_grad(0)) {
       at::Tensor dxd = du.mm(lora_A).view(x.sizes());                      // (..., in), adapter dtype
       if (keep.defined()) dxd = dxd * keep;
-      grad_x = at::matmul(dy, weight) + dxd.to(x.scalar_type());
+      grad_x = frozen_linear_input_grad(dy, weight) + dxd.to(x.scalar_type());
     }
     return {grad_x, at::Tensor(), at::Tensor(), grad_A, grad_B, at::Tensor(), at::Tensor()};
   }

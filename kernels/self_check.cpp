@@ -7,6 +7,7 @@
 #include <ATen/ops/abs.h>
 #include <ATen/ops/randint.h>
 #include <ATen/ops/randn.h>
+#include <ATen/ops/zeros_like.h>
 #include <torch/csrc/autograd/autograd.h>
 
 #include <map>
@@ -15,8 +16,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/log.h"
+#include "kernels/adamw.h"
 #include "kernels/linear_cross_entropy.h"
 #include "kernels/rms_norm.h"
+#include "kernels/rope.h"
+#include "kernels/swiglu.h"
 
 namespace freehold::kernels {
 namespace {
@@ -95,6 +99,74 @@ SelfCheckReport run_kernel_self_check(const at::Device& device, at::ScalarType d
       add(compare("rms_norm dweight", dw, w_ref.grad(), rtol, atol * 19));
     } catch (const c10::Error& e) {
       add(absl::StrCat("rms_norm: ", e.what_without_backtrace()));
+    }
+  }
+  {  // rope: the fused rotation of a strided x (the model's q.transpose(1, 2)) and its backward (the transpose).
+    const at::Tensor x = seeded({2, 7, 3, 14}, 7, dtype, device).transpose(1, 2);  // (B, H, T, D) = (2, 3, 7, 14)
+    const at::Tensor cos = seeded({2, 7, 14}, 8, dtype, device), sin = seeded({2, 7, 14}, 9, dtype, device);
+    const at::Tensor dy = seeded({2, 3, 7, 14}, 10, dtype, device);
+    try {
+      {
+        at::NoGradGuard no_grad;
+        add(compare("rope", perturb("rope", rope(x, cos, sin)), rope_reference(x, cos, sin), rtol, atol));
+      }
+      at::AutoGradMode grad_on(true);
+      at::Tensor x_ref = x.clone().set_requires_grad(true);
+      rope_reference(x_ref, cos, sin).backward(dy);
+      add(compare("rope dx", perturb("rope_backward", rope_backward(dy, cos, sin)), x_ref.grad(), rtol, atol));
+    } catch (const c10::Error& e) {
+      add(absl::StrCat("rope: ", e.what_without_backtrace()));
+    }
+  }
+  {  // swiglu: the fused silu(gate) * up, and its backward (d gate, d up) against the reference's gradients.
+    const at::Tensor gate = seeded({19, 989}, 11, dtype, device), up = seeded({19, 989}, 12, dtype, device);
+    const at::Tensor dy = seeded({19, 989}, 13, dtype, device);
+    try {
+      {
+        at::NoGradGuard no_grad;
+        add(compare("swiglu", perturb("swiglu", swiglu(gate, up)), swiglu_reference(gate, up), rtol, atol));
+      }
+      at::AutoGradMode grad_on(true);
+      const auto [d_gate, d_up] = swiglu_backward(gate, up, dy);
+      at::Tensor gate_ref = gate.clone().set_requires_grad(true), up_ref = up.clone().set_requires_grad(true);
+      swiglu_reference(gate_ref, up_ref).backward(dy);
+      add(compare("swiglu d gate", perturb("swiglu_backward", d_gate), gate_ref.grad(), rtol, atol));
+      add(compare("swiglu d up", d_up, up_ref.grad(), rtol, atol));
+    } catch (const c10::Error& e) {
+      add(absl::StrCat("swiglu: ", e.what_without_backtrace()));
+    }
+  }
+  {  // adamw: three fused steps over odd-sized tensors against the reference, weight decay and LoRA+ lrs on; in
+     // float32 whatever `dtype` is, since optimizer state is float32.
+    try {
+      at::NoGradGuard no_grad;
+      std::vector<at::Tensor> p, m, v, p_ref, m_ref, v_ref;
+      const std::vector<std::vector<int64_t>> shapes = {{7}, {16, 129}, {4097}};
+      for (size_t i = 0; i < shapes.size(); ++i) {
+        p.push_back(seeded(shapes[i], 14 + i, at::kFloat, device) * 0.1);
+        m.push_back(at::zeros_like(p.back()));
+        v.push_back(at::zeros_like(p.back()));
+        p_ref.push_back(p.back().clone());
+        m_ref.push_back(m.back().clone());
+        v_ref.push_back(v.back().clone());
+      }
+      const std::vector<double> lrs = {1e-2, 1.6e-1, 1e-2};
+      const AdamWHyperparameters hyper{0.9, 0.999, 1e-8, 0.1};
+      for (int64_t step = 1; step <= 3; ++step) {
+        std::vector<at::Tensor> grads;
+        for (size_t i = 0; i < shapes.size(); ++i) {
+          grads.push_back(seeded(shapes[i], 20 + 3 * step + i, at::kFloat, device));
+        }
+        adamw_step_fused(p, grads, m, v, lrs, hyper, step);
+        adamw_step_reference(p_ref, grads, m_ref, v_ref, lrs, hyper, step);
+      }
+      // Float32 on every device: a few ulp of an lr-sized update (CUDA's ATen rounds lerp and division differently).
+      for (size_t i = 0; i < shapes.size(); ++i) {
+        add(compare(absl::StrCat("adamw param ", i), perturb("adamw", p[i]), p_ref[i], 1e-5, 1e-7));
+        add(compare(absl::StrCat("adamw exp_avg_sq ", i), v[i], v_ref[i], 1e-4, 1e-12));
+      }
+    } catch (const c10::Error& e) {
+      add(absl::StrCat("adamw: ", e.what_without_backtrace()));
     }
   }
   return report;

@@ -16,8 +16,11 @@ struct SelfCheckReport {
 };
 
 // Runs every check now (uncached), on `device` with inputs of `dtype`: linear_cross_entropy_fused (loss and
-// d hidden), rms_norm's fused forward and rms_norm_backward (dx, dweight). `force_mismatch` names a kernel whose fused result is perturbed before the
-// comparison; tests use it to prove the fallback path on machines where every kernel is right.
+// d hidden), rms_norm's fused forward and rms_norm_backward (dx, dweight),
+// rope's fused forward and rope_backward (dx),
+// swiglu's fused forward and swiglu_backward (d gate, d up), adamw_step_fused (three steps, float32 whatever
+// `dtype` is). `force_mismatch` names a kernel whose fused result is
+// perturbed before the comparison; tests use it to prove the fallback path on machines where every kernel is right.
 SelfCheckReport run_kernel_self_check(const at::Device& device, at::ScalarType dtype,
                                       const std::string& force_mismatch = "");
 

@@ -14,6 +14,7 @@
 #include <numbers>
 
 #include "core/error.h"
+#include "kernels/rope.h"
 
 namespace freehold::model {
 namespace {
@@ -128,13 +129,9 @@ std::pair<at::Tensor, at::Tensor> RotaryEmbedding::cos_sin(const at::Tensor& pos
 }
 
 at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
-  const int64_t half = x.size(-1) / 2;
-  at::Tensor x1 = x.narrow(-1, 0, half);
-  at::Tensor x2 = x.narrow(-1, half, half);
-  at::Tensor rotated = at::cat({-x2, x1}, -1);
-  at::Tensor c = cos.unsqueeze(1);  // (B, 1, T, D) broadcasts over heads
-  at::Tensor s = sin.unsqueeze(1);
-  return x * c + rotated * s;
+  // kernels::rope is the fused kernel while kernels::fused_kernels_enabled() (model.fused_kernels), else
+  // kernels::rope_reference, this formula in ATen: both give the same bits (kernels/rope_math.h).
+  return kernels::rope(x, cos, sin);
 }
 
 }  // namespace freehold::model

@@ -8,6 +8,7 @@
 #include <ATen/ops/scaled_dot_product_attention.h>
 #include <ATen/ops/silu.h>
 
+#include <array>
 #include <cmath>
 #include <set>
 
@@ -18,6 +19,7 @@
 #include "io/weight_files.h"
 #include "kernels/all_finite.h"
 #include "kernels/rms_norm.h"
+#include "kernels/swiglu.h"
 #include "model/activation_checkpoint.h"
 
 namespace freehold::model {
@@ -134,6 +136,23 @@ at::Tensor build_attention_mask(int64_t T, const at::Tensor& segment_ids, std::o
   return mask.unsqueeze(1);
 }
 
+// Projections that read the same x: together through the installed group forward (adapters/lora_group.h), else
+// one by one. An array, so callers take the outputs apart with a structured binding.
+template <size_t N>
+std::array<at::Tensor, N> forward_projections(ProjectionGroupForward group_forward,
+                                              const std::array<const Linear*, N>& projections, const at::Tensor& x) {
+  std::array<at::Tensor, N> outputs;
+  if (group_forward == nullptr) {
+    for (size_t i = 0; i < N; ++i) outputs[i] = projections[i]->forward(x);
+    return outputs;
+  }
+  std::vector<at::Tensor> grouped = group_forward(projections, x);
+  FH_CHECK(grouped.size() == N, "the projection group forward returned ", grouped.size(), " outputs for ", N,
+           " projections (", projections[0]->name(), ", ...)");
+  for (size_t i = 0; i < N; ++i) outputs[i] = std::move(grouped[i]);
+  return outputs;
+}
+
 }  // namespace
 
 // kernels::rms_norm picks the fused kernel, or the differentiable reference while autograd needs gradients.
@@ -192,9 +211,11 @@ at::Tensor Transformer::attention_forward(const Attention& attn, const at::Tenso
                                           size_t layer_index) const {
   const int64_t B = x.size(0), T = x.size(1);
   const int64_t H = config_.num_attention_heads, Hkv = config_.num_key_value_heads, D = config_.head_dim;
-  at::Tensor q = attn.q_proj.forward(x).view({B, T, H, D});    // (B, T, H, D)
-  at::Tensor k = attn.k_proj.forward(x).view({B, T, Hkv, D});  // (B, T, H_kv, D)
-  at::Tensor v = attn.v_proj.forward(x).view({B, T, Hkv, D});
+  auto [q_flat, k_flat, v_flat] =
+      forward_projections(group_forward_, std::array{&attn.q_proj, &attn.k_proj, &attn.v_proj}, x);
+  at::Tensor q = q_flat.view({B, T, H, D});    // (B, T, H, D)
+  at::Tensor k = k_flat.view({B, T, Hkv, D});  // (B, T, H_kv, D)
+  at::Tensor v = v_flat.view({B, T, Hkv, D});
   if (attn.q_norm) q = attn.q_norm->forward(q);
   if (attn.k_norm) k = attn.k_norm->forward(k);
   q = apply_rotary(q.transpose(1, 2), cos, sin);  // (B, H, T, D)
@@ -253,7 +274,8 @@ at::Tensor Transformer::layer_forward(const DecoderLayer& layer, const at::Tenso
       h + attention_forward(layer.self_attn, layer.input_layernorm.forward(h), cos, sin, segment_ids, cache, layer_index);
   const Mlp& mlp = layer.mlp;
   at::Tensor x = layer.post_attention_layernorm.forward(out);
-  return out + mlp.down_proj.forward(at::silu(mlp.gate_proj.forward(x)) * mlp.up_proj.forward(x));
+  auto [gate, up] = forward_projections(group_forward_, std::array{&mlp.gate_proj, &mlp.up_proj}, x);  // (B, T, I)
+  return out + mlp.down_proj.forward(kernels::swiglu(gate, up));  // silu(gate) * up
 }
 
 at::Tensor Transformer::hidden_states_cached(const at::Tensor& input_ids, KvCache& cache) const {

@@ -7,6 +7,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -55,6 +56,13 @@ struct ForwardInput {
   at::Tensor segment_ids;   // (B, T) int64, or undefined for one sequence per row
 };
 
+// Computes projections that read one input together: the attention's q/k/v and the MLP's gate/up. Given the
+// projections (each (out_i, in)) and x (..., in), returns their outputs (..., out_i) in order, each equal to
+// projections[i]->forward(x) within rounding. The model knows no adapter, so adapters/ provides this
+// (adapters/lora_group.h: one low-rank GEMM for the LoRA-adapted ones) and installs it on the model.
+using ProjectionGroupForward = std::vector<at::Tensor> (*)(std::span<const Linear* const> projections,
+                                                           const at::Tensor& x);
+
 struct LoadOptions {
   // The dtype weights are kept and computed in; nullopt keeps the checkpoint's. Weights already in this dtype
   // stay in the checkpoint's mmap (no copy).
@@ -83,6 +91,11 @@ class Transformer {
   // only its input for the backward pass and is recomputed there (model/activation_checkpoint.h). Same results.
   void set_activation_checkpointing(bool on) { activation_checkpointing_ = on; }
   bool activation_checkpointing() const { return activation_checkpointing_; }
+
+  // Projections reading one input (q/k/v, gate/up) go through `group_forward` when set, else one by one through
+  // Linear::forward (the default). adapters::set_lora_grouping installs and removes the LoRA one.
+  void set_projection_group_forward(ProjectionGroupForward group_forward) { group_forward_ = group_forward; }
+  ProjectionGroupForward projection_group_forward() const { return group_forward_; }
 
   const io::ModelConfig& config() const { return config_; }
   at::ScalarType dtype() const { return dtype_; }
@@ -115,6 +128,7 @@ class Transformer {
   Linear lm_head_;  // weight is embed_tokens_ when tied
   RotaryEmbedding rotary_;
   bool activation_checkpointing_ = false;
+  ProjectionGroupForward group_forward_ = nullptr;
 };
 
 }  // namespace freehold::model

@@ -1,7 +1,6 @@
-// AdamW as torch.optim.AdamW computes it; see adamw.h for the update.
+// AdamW as torch.optim.AdamW computes it; see adamw.h for the update, kernels/adamw.h for how it is computed.
 #include "trainer/adamw.h"
 
-#include <ATen/TensorOperators.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/zeros_like.h>
@@ -12,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/error.h"
+#include "kernels/adamw.h"
 
 namespace freehold::trainer {
 
@@ -37,24 +37,24 @@ AdamW::AdamW(std::vector<io::NamedTensor> params, AdamWOptions options)
 void AdamW::step(double lr, double schedule_factor) {
   at::NoGradGuard no_grad;
   ++steps_taken_;
-  // torch keeps the step in a float32 tensor and reads it back as a Python float; exact for any realistic count.
-  const double t = static_cast<double>(static_cast<float>(steps_taken_));
-  const double beta1 = options_.beta1, beta2 = options_.beta2;
-  const double bias_correction1 = 1 - std::pow(beta1, t);
-  const double bias_correction2 = 1 - std::pow(beta2, t);
-  const double bias_correction2_sqrt = std::sqrt(bias_correction2);
+  std::vector<at::Tensor> params, grads;
+  std::vector<double> lrs;
+  params.reserve(params_.size());
+  grads.reserve(params_.size());
+  lrs.reserve(params_.size());
   for (size_t i = 0; i < params_.size(); ++i) {
-    at::Tensor p = params_[i].tensor;
-    const at::Tensor& g = p.grad();
-    if (!g.defined()) continue;
-    const double group_lr = (lr * lr_multiplier_[i]) * schedule_factor;
-    if (options_.weight_decay != 0) p.mul_(1 - group_lr * options_.weight_decay);
-    exp_avg_[i].lerp_(g, 1 - beta1);
-    exp_avg_sq_[i].mul_(beta2).addcmul_(g, g, 1 - beta2);
-    const double step_size = group_lr / bias_correction1;
-    at::Tensor denom = (exp_avg_sq_[i].sqrt() / bias_correction2_sqrt).add_(options_.eps);
-    p.addcdiv_(exp_avg_[i], denom, -step_size);
+    params.push_back(params_[i].tensor);
+    grads.push_back(params_[i].tensor.grad());  // undefined: skipped, as torch skips p.grad None
+    lrs.push_back((lr * lr_multiplier_[i]) * schedule_factor);
   }
+  kernels::AdamWHyperparameters hyper;
+  hyper.beta1 = options_.beta1;
+  hyper.beta2 = options_.beta2;
+  hyper.eps = options_.eps;
+  hyper.weight_decay = options_.weight_decay;
+  // The fused one-pass kernel when model.fused_kernels allows it and every tensor is contiguous float32 on one
+  // device, else the ATen composition; on the CPU both give the same bits (kernels/adamw.h).
+  kernels::adamw_step(params, grads, exp_avg_, exp_avg_sq_, lrs, hyper, steps_taken_);
 }
 
 void AdamW::zero_grad() {

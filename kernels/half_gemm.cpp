@@ -1,0 +1,126 @@
+// The 16-bit CPU GEMM path: measured once per dtype, or fixed by FREEHOLD_HALF_GEMM; see half_gemm.h.
+#include "kernels/half_gemm.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/grad_mode.h>
+#include <ATen/ops/linear.h>
+#include <ATen/ops/matmul.h>
+#include <ATen/ops/randn.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "kernels/rms_norm.h"  // fused_kernels_enabled
+
+namespace freehold::kernels {
+namespace {
+
+// Below this many rows the weight's widening (out·in conversions) outweighs the GEMM's out·in·rows work.
+constexpr int64_t kMinFloatRows = 32;
+// The float path must beat the native one by this factor in the measurement to be chosen.
+constexpr double kFloatMargin = 1.2;
+
+std::mutex g_mutex;
+std::map<at::ScalarType, HalfGemmPath> g_paths;
+
+double seconds_of_best(int reps, const auto& run) {
+  double best = 1e30;
+  for (int i = 0; i < reps; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    run();
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  return best;
+}
+
+HalfGemmPath measure(at::ScalarType dtype, int64_t C) {
+  at::NoGradGuard no_grad;
+  C = std::clamp<int64_t>(C, 256, 2048);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(1234);
+  const auto f32 = at::TensorOptions().dtype(at::kFloat);
+  const at::Tensor x = at::randn({256, C}, gen, f32).to(dtype), w = at::randn({C, C}, gen, f32).to(dtype);
+  const auto native = [&] { (void)at::linear(x, w); };
+  const auto widened = [&] { (void)at::linear(x.to(at::kFloat), w.to(at::kFloat)).to(dtype); };
+  native();
+  widened();  // warm both (oneDNN builds its kernels on first use)
+  // Interleaved rounds, the best of each: another process's burst slows both alike.
+  double t_native = 1e30, t_float = 1e30;
+  for (int round = 0; round < 3; ++round) {
+    t_native = std::min(t_native, seconds_of_best(2, native));
+    t_float = std::min(t_float, seconds_of_best(2, widened));
+  }
+  const HalfGemmPath path = t_native > kFloatMargin * t_float ? HalfGemmPath::kFloat : HalfGemmPath::kNative;
+  core::log_info("16-bit CPU GEMMs (", std::string(c10::toString(dtype)), "): ", std::string(half_gemm_path_name(path)),
+                 " (a (256, ", C, ") x (", C, ", ", C, ") GEMM: native ", t_native * 1e3, " ms, via float32 ",
+                 t_float * 1e3, " ms; FREEHOLD_HALF_GEMM=native|float overrides)");
+  return path;
+}
+
+}  // namespace
+
+std::string_view half_gemm_path_name(HalfGemmPath path) { return path == HalfGemmPath::kFloat ? "float" : "native"; }
+
+std::optional<HalfGemmPath> half_gemm_path_from_name(std::string_view name) {
+  if (name == "native") return HalfGemmPath::kNative;
+  if (name == "float") return HalfGemmPath::kFloat;
+  return std::nullopt;
+}
+
+HalfGemmPath half_gemm_path(at::ScalarType dtype, int64_t C) {
+  if (dtype != at::kBFloat16 && dtype != at::kHalf) return HalfGemmPath::kNative;
+  const std::lock_guard<std::mutex> lock(g_mutex);
+  if (const auto it = g_paths.find(dtype); it != g_paths.end()) return it->second;
+  HalfGemmPath path;
+  if (const char* env = std::getenv("FREEHOLD_HALF_GEMM"); env != nullptr && *env != '\0') {
+    const std::string value(env);
+    FH_CHECK(half_gemm_path_from_name(value).has_value(), "FREEHOLD_HALF_GEMM=", value,
+             ": accepted values are native (16-bit GEMMs) and float (widen to float32, GEMM, round); unset it to "
+             "let freehold measure which is faster");
+    path = *half_gemm_path_from_name(value);
+  } else {
+    path = measure(dtype, C);
+  }
+  g_paths[dtype] = path;
+  return path;
+}
+
+void set_half_gemm_path(at::ScalarType dtype, HalfGemmPath path) {
+  const std::lock_guard<std::mutex> lock(g_mutex);
+  g_paths[dtype] = path;
+}
+
+void reset_half_gemm_paths_for_testing() {
+  const std::lock_guard<std::mutex> lock(g_mutex);
+  g_paths.clear();
+}
+
+bool use_float_gemm(const at::Tensor& x, const at::Tensor& weight, int64_t rows) {
+  const at::ScalarType dtype = x.scalar_type();
+  return (dtype == at::kBFloat16 || dtype == at::kHalf) && weight.scalar_type() == dtype && x.device().is_cpu() &&
+         weight.device().is_cpu() && rows >= kMinFloatRows && fused_kernels_enabled() &&
+         half_gemm_path(dtype, weight.size(-1)) == HalfGemmPath::kFloat;
+}
+
+at::Tensor frozen_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                         const at::Tensor& x_float) {
+  const int64_t rows = weight.size(1) == 0 ? 0 : x.numel() / weight.size(1);
+  if (!use_float_gemm(x, weight, rows)) return at::linear(x, weight, bias);
+  const at::Tensor xf = x_float.defined() ? x_float : x.to(at::kFloat);
+  const at::Tensor bf = bias.defined() ? bias.to(at::kFloat) : bias;
+  return at::linear(xf, weight.to(at::kFloat), bf).to(x.scalar_type());
+}
+
+at::Tensor frozen_linear_input_grad(const at::Tensor& dy, const at::Tensor& weight) {
+  const int64_t rows = weight.size(0) == 0 ? 0 : dy.numel() / weight.size(0);
+  if (!use_float_gemm(dy, weight, rows)) return at::matmul(dy, weight);
+  return at::matmul(dy.to(at::kFloat), weight.to(at::kFloat)).to(dy.scalar_type());
+}
+
+}  // namespace freehold::kernels
