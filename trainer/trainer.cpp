@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -20,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "adapters/lora_group.h"
 #include "adapters/merged_export.h"
 #include "core/error.h"
 #include "core/file.h"
@@ -221,6 +223,16 @@ void Trainer::setup() {
   const bool fused_kernels = use_fused_kernels(config_.model.fused_kernels, *model_);
   for (const adapters::AdapterSet::Entry& e : adapters_->entries()) e.adapter->set_fused(fused_kernels);
   kernels::set_fused_kernels_enabled(fused_kernels);  // RMSNorm forward and backward (kernels/rms_norm.h)
+  adapters::set_lora_grouping(*model_, fused_kernels);  // q/k/v and gate/up share their A GEMM (adapters/lora_group.h)
+  const at::ScalarType compute_dtype = model_->dtype();
+  if (fused_kernels && (compute_dtype == at::kBFloat16 || compute_dtype == at::kHalf) &&
+      model_->lm_head().weight().device().is_cpu()) {
+    // Every rank sums its base GEMMs alike: rank 0's choice (each rank's own measurement may differ).
+    const kernels::HalfGemmPath mine = kernels::half_gemm_path(compute_dtype, model_->config().hidden_size);
+    const std::string chosen = world_->broadcast(std::string(kernels::half_gemm_path_name(mine)), 0, "16-bit GEMM path");
+    half_gemm_path_ = kernels::half_gemm_path_from_name(chosen).value_or(kernels::HalfGemmPath::kNative);
+    kernels::set_half_gemm_path(compute_dtype, *half_gemm_path_);
+  }
   {
     // Every rank starts from rank 0's adapter (inits are seeded alike, but an SVD-based init need not agree across
     // machines), and draws its own dropout masks: rank 0 keeps the seed's stream, so world size 1 is unchanged.
@@ -551,6 +563,7 @@ json Trainer::trainer_state(const json& ranks) const {
   s["base_model"] = {{"path", config_.model.path}, {"config_sha256", base_config_sha256_},
                      {"num_parameters", model_->num_parameters()}};
   s["hyperparameters"] = hyperparameters();
+  if (half_gemm_path_) s["half_gemm"] = std::string(kernels::half_gemm_path_name(*half_gemm_path_));
   const double elapsed =
       elapsed_before_s_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   s["elapsed_s"] = elapsed;
@@ -697,6 +710,24 @@ void Trainer::resume_from(const std::string& dir) {
     }
   }
   optimizer_->load((fs::path(dir) / kOptimizerFile).string());
+  // The base GEMMs sum as they did before the interruption (bit-exact resume), unless FREEHOLD_HALF_GEMM says else.
+  if (half_gemm_path_ && s.contains("half_gemm") && s["half_gemm"].is_string()) {
+    const std::optional<kernels::HalfGemmPath> saved =
+        kernels::half_gemm_path_from_name(s["half_gemm"].get<std::string>());
+    if (saved && *saved != *half_gemm_path_) {
+      const char* env = std::getenv("FREEHOLD_HALF_GEMM");
+      if (env != nullptr && *env != '\0') {
+        core::log_warning("resume: the checkpoint ran its 16-bit GEMMs ", s["half_gemm"].dump(), ", FREEHOLD_HALF_GEMM=",
+                          env, " runs them ", std::string(kernels::half_gemm_path_name(*half_gemm_path_)),
+                          "; results now differ from an uninterrupted run in rounding");
+      } else {
+        core::log_info("resume: 16-bit GEMMs ", s["half_gemm"].dump(), " as in the checkpoint (measured here: ",
+                       std::string(kernels::half_gemm_path_name(*half_gemm_path_)), ")");
+        half_gemm_path_ = saved;
+        kernels::set_half_gemm_path(model_->dtype(), *saved);
+      }
+    }
+  }
 
   step_ = s.at("step").get<int64_t>();
   tokens_seen_ = s.at("tokens_seen").get<int64_t>();

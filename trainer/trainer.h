@@ -23,6 +23,7 @@
 #include "data/tokenizer.h"
 #include "dist/grad_buckets.h"
 #include "dist/world.h"
+#include "kernels/half_gemm.h"
 #include "model/model_options.h"
 #include "model/transformer.h"
 #include "nlohmann/json.hpp"
@@ -137,6 +138,9 @@ class Trainer {
   std::string base_config_sha256_;
   double peak_flops_ = 0;  // matmul peak for MFU (trainer/flops.h), measured in setup()
   int64_t seq_len_ = 0;    // T of the last micro-batch: the attention term of the FLOPs per token
+  // The CPU GEMM path for the 16-bit base weights (kernels/half_gemm.h), rank 0's choice, when the fused kernels
+  // run a bf16/fp16 model on the CPU; saved in trainer_state.json so that a resumed run sums as the first did.
+  std::optional<kernels::HalfGemmPath> half_gemm_path_;
 };
 
 // Set by SIGUSR1 / SIGTERM while a Trainer is set up; checked at step boundaries.
