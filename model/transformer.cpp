@@ -6,7 +6,6 @@
 #include <ATen/ops/embedding.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/scaled_dot_product_attention.h>
-#include <ATen/ops/silu.h>
 
 #include <array>
 #include <cmath>
@@ -19,13 +18,13 @@
 #include "io/weight_files.h"
 #include "kernels/all_finite.h"
 #include "kernels/rms_norm.h"
+#include "kernels/rope.h"
 #include "kernels/swiglu.h"
 #include "model/activation_checkpoint.h"
 
 namespace freehold::model {
 namespace {
 
-std::string shape_text(at::IntArrayRef shape) { return absl::StrCat("[", absl::StrJoin(shape, ", "), "]"); }
 std::string shape_text(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
@@ -218,8 +217,14 @@ at::Tensor Transformer::attention_forward(const Attention& attn, const at::Tenso
   at::Tensor v = v_flat.view({B, T, Hkv, D});
   if (attn.q_norm) q = attn.q_norm->forward(q);
   if (attn.k_norm) k = attn.k_norm->forward(k);
-  q = apply_rotary(q.transpose(1, 2), cos, sin);  // (B, H, T, D)
-  k = apply_rotary(k.transpose(1, 2), cos, sin);  // (B, H_kv, T, D)
+  if (cache != nullptr && !at::GradMode::is_enabled()) {
+    // Generation: q and k are this step's own tensors and nothing differentiates them, so they rotate in place.
+    q = kernels::rope_(q.transpose(1, 2), cos, sin);  // (B, H, T, D)
+    k = kernels::rope_(k.transpose(1, 2), cos, sin);  // (B, H_kv, T, D)
+  } else {
+    q = apply_rotary(q.transpose(1, 2), cos, sin);  // (B, H, T, D)
+    k = apply_rotary(k.transpose(1, 2), cos, sin);  // (B, H_kv, T, D)
+  }
   v = v.transpose(1, 2);
 
   std::optional<at::Tensor> mask;

@@ -1,9 +1,11 @@
-// One training step (forward, loss, backward over a LoRA model) with model.fused_kernels on or off, on the CPU:
-// writes a random-weight Llama-shaped checkpoint of the given size to a temporary directory, attaches LoRA
-// (r 16, all seven projections, dropout 0.05) and runs the trainer's loss path (trainer/loss.h) as the trainer
-// does. Prints one JSON line with the best step time and the peak memory above the loaded model.
+// One training step (forward, loss, backward, AdamW over the adapter) with model.fused_kernels on or off, on the
+// CPU: writes a random-weight Llama-shaped checkpoint of the given size to a temporary directory, loads it in DTYPE,
+// attaches LoRA (r 16, all seven projections, DROPOUT) and runs the trainer's loss path (trainer/loss.h) and
+// optimizer as the trainer does, with the projection grouping and 16-bit GEMM path the trainer would pick
+// (FREEHOLD_HALF_GEMM fixes the latter). Prints one JSON line with the best step's wall and CPU time and the peak
+// memory above the loaded model.
 //
-//   train_step_bench on|off VOCAB HIDDEN INTERMEDIATE LAYERS TOKENS STEPS
+//   train_step_bench on|off VOCAB HIDDEN INTERMEDIATE LAYERS TOKENS STEPS [fp32|bf16] [DROPOUT]
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <sys/resource.h>
@@ -11,6 +13,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -19,10 +22,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "adapters/adapter_set.h"
+#include "adapters/lora_group.h"
 #include "core/file.h"
 #include "io/safetensors.h"
+#include "kernels/half_gemm.h"
 #include "kernels/rms_norm.h"
 #include "model/transformer.h"
+#include "trainer/adamw.h"
 #include "trainer/loss.h"
 
 namespace {
@@ -78,10 +84,14 @@ void write_model(const std::string& dir, int64_t V, int64_t C, int64_t I, int64_
 
 int main(int argc, char** argv) {
   using namespace freehold;
-  if (argc != 8 || (std::string(argv[1]) != "on" && std::string(argv[1]) != "off")) {
-    std::fprintf(stderr, "usage: train_step_bench on|off VOCAB HIDDEN INTERMEDIATE LAYERS TOKENS STEPS\n");
+  const std::string dtype_name = argc > 8 ? argv[8] : "fp32";
+  if (argc < 8 || argc > 10 || (std::string(argv[1]) != "on" && std::string(argv[1]) != "off") ||
+      (dtype_name != "fp32" && dtype_name != "bf16")) {
+    std::fprintf(stderr, "usage: train_step_bench on|off VOCAB HIDDEN INTERMEDIATE LAYERS TOKENS STEPS [fp32|bf16] "
+                         "[DROPOUT]\n");
     return 2;
   }
+  const double dropout = argc > 9 ? std::atof(argv[9]) : 0.05;
   const bool on = std::string(argv[1]) == "on";
   const int64_t V = std::atoll(argv[2]), C = std::atoll(argv[3]), I = std::atoll(argv[4]), L = std::atoll(argv[5]);
   const int64_t T = std::atoll(argv[6]);
@@ -89,36 +99,46 @@ int main(int argc, char** argv) {
   std::string dir = (std::filesystem::temp_directory_path() / "freehold_step_bench_XXXXXX").string();
   if (::mkdtemp(dir.data()) == nullptr) return 1;
   write_model(dir, V, C, I, L);
-  model::Transformer model = model::Transformer::load(dir);
+  model::LoadOptions load;
+  load.dtype = dtype_name == "bf16" ? core::DType::kBF16 : core::DType::kF32;
+  model::Transformer model = model::Transformer::load(dir, load);
   adapters::LoraOptions options;
   options.r = 16;
   options.alpha = 32;
-  options.dropout = 0.05;
+  options.dropout = dropout;
   adapters::AdapterSet set = adapters::AdapterSet::create(model, options, 1);
   set.set_training(true);
   const model::FusedKernels mode = on ? model::FusedKernels::kOn : model::FusedKernels::kOff;
   for (const adapters::AdapterSet::Entry& e : set.entries()) e.adapter->set_fused(on);
   kernels::set_fused_kernels_enabled(on);
+  adapters::set_lora_grouping(model, on);
+  if (on && dtype_name == "bf16") (void)kernels::half_gemm_path(at::kBFloat16, C);  // measured outside the timing
+  trainer::AdamW optimizer(set.parameters(), trainer::AdamWOptions{});
 
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(2);
   const at::Tensor ids = at::randint(V, {1, T}, gen, at::TensorOptions().dtype(at::kLong));
   const at::Tensor labels = ids.clone();
   const double baseline_mb = current_rss_mb();
-  double best_s = 1e30, loss = 0;
+  double best_s = 1e30, best_cpu_s = 1e30, loss = 0;
   for (int i = 0; i < steps; ++i) {
     const auto start = std::chrono::steady_clock::now();
+    const std::clock_t cpu_start = std::clock();
     const at::Tensor l = trainer::model_sum_cross_entropy(model, {ids, at::Tensor(), at::Tensor()}, labels, mode) /
                          static_cast<double>(T - 1);
     l.backward();
+    optimizer.step(1e-4, 1.0);
     loss = l.item<double>();
-    for (const io::NamedTensor& p : set.parameters()) p.tensor.mutable_grad() = at::Tensor();
+    optimizer.zero_grad();
     best_s = std::min(best_s, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    best_cpu_s = std::min(best_cpu_s, static_cast<double>(std::clock() - cpu_start) / CLOCKS_PER_SEC);
   }
   std::filesystem::remove_all(dir);
   std::printf(
       "{\"op\": \"train_step\", \"fused\": \"%s\", \"vocab\": %lld, \"hidden\": %lld, \"intermediate\": %lld, "
-      "\"layers\": %lld, \"tokens\": %lld, \"steps\": %d, \"best_s\": %.4f, \"extra_peak_mb\": %.1f, \"loss\": %.6f}\n",
+      "\"layers\": %lld, \"tokens\": %lld, \"dtype\": \"%s\", \"dropout\": %g, \"steps\": %d, \"best_s\": %.4f, "
+      "\"best_cpu_s\": %.4f, \"extra_peak_mb\": %.1f, \"loss\": %.6f}\n",
       on ? "on" : "off", static_cast<long long>(V), static_cast<long long>(C), static_cast<long long>(I),
-      static_cast<long long>(L), static_cast<long long>(T), steps, best_s, peak_rss_mb() - baseline_mb, loss);
+      static_cast<long long>(L), static_cast<long long>(T), dtype_name.c_str(), dropout, steps, best_s, best_cpu_s,
+      peak_rss_mb() - baseline_mb, loss);
   return 0;
 }

@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "io/safetensors.h"
+#include "kernels/half_gemm.h"
 #include "tests/model/tiny_checkpoint.h"
 #include "trainer/checkpoint.h"
 #include "trainer/token_batches.h"
@@ -32,12 +33,14 @@ struct Fixture {
 
 // The random head (std 0.05) bounds the logits of a 16-wide model to about ±1, too flat to ever fit a batch; a
 // larger head lets the adapters move the logits far enough for the overfit test.
-Fixture make_fixture(const std::string& tag, int64_t rows, double head_scale = 1.0) {
+Fixture make_fixture(const std::string& tag, int64_t rows, double head_scale = 1.0, int64_t hidden = 16,
+                     int64_t intermediate = 32) {
   Fixture f;
   f.root = model::testing::make_temp_dir(tag);
   f.model_dir = f.root + "/model";
   fs::create_directories(f.model_dir);
-  model::testing::write_checkpoint(f.model_dir, model::testing::llama_config_json(32, 16, 32, 2, 4, 2, "float32"),
+  model::testing::write_checkpoint(f.model_dir,
+                                   model::testing::llama_config_json(32, hidden, intermediate, 2, 4, 2, "float32"),
                                    at::kFloat, 7, [&](const std::string& name, at::Tensor t) -> at::Tensor {
                                      return name == "lm_head.weight" ? t * head_scale : t;
                                    });
@@ -195,6 +198,62 @@ TEST(TrainerTest, ResumeIsBitExact) {
                       part.output.dir + "/adapter/adapter_model.safetensors");
   expect_same_tensors(whole.output.dir + "/checkpoints/step-000006/optimizer.safetensors",
                       part.output.dir + "/checkpoints/step-000006/optimizer.safetensors");
+}
+
+// A bf16 run on the CPU records the 16-bit GEMM path it used (kernels/half_gemm.h); a resume takes that path over
+// whatever this machine would choose, so it stays bit-exact. The native path gives other bits (the test would see a
+// resume that ignored the checkpoint).
+TEST(TrainerTest, Bf16ResumeKeepsTheCheckpointsGemmPath) {
+  // 256 wide: at 16 the two paths happen to give the same sums.
+  Fixture f = make_fixture("trainer_half_gemm", 16, 1.0, 256, 512);
+  const auto config = [&](const std::string& run) {
+    TrainerConfig c = make_config(f, run);
+    c.model.dtype = core::DType::kBF16;
+    c.train.precision = core::DType::kBF16;
+    c.train.micro_batch_size = 4;  // 48 rows per GEMM: at least the 32 the float path needs
+    c.adapter.target_modules = {"all-linear"};
+    return c;
+  };
+  struct Reset {
+    ~Reset() { kernels::reset_half_gemm_paths_for_testing(); }
+  } reset;
+  TrainerConfig whole = config("whole"), native = config("native"), part = config("part");
+  kernels::set_half_gemm_path(at::kBFloat16, kernels::HalfGemmPath::kFloat);
+  {
+    Trainer t(whole);
+    t.setup();
+    t.train();
+    t.finish();
+  }
+  const nlohmann::json state = nlohmann::json::parse(
+      core::read_file(whole.output.dir + "/checkpoints/step-000003/trainer_state.json", 1 << 20));
+  EXPECT_EQ(state.value("half_gemm", ""), "float") << state.dump();
+  kernels::set_half_gemm_path(at::kBFloat16, kernels::HalfGemmPath::kNative);
+  {
+    Trainer t(native);
+    t.setup();
+    t.train();
+    t.finish();
+  }
+  EXPECT_NE(losses(whole.output.dir), losses(native.output.dir)) << "the two paths sum alike at this size";
+
+  fs::create_directories(part.output.dir + "/checkpoints");
+  fs::copy(whole.output.dir + "/checkpoints/step-000003", part.output.dir + "/checkpoints/step-000003",
+           fs::copy_options::recursive);
+  {
+    std::ofstream m(part.output.dir + "/metrics.jsonl");
+    std::ifstream in(whole.output.dir + "/metrics.jsonl");
+    std::string line;
+    for (int i = 0; i < 3 && std::getline(in, line); ++i) m << line << "\n";
+  }
+  Trainer resumed(part);  // this process would now run native: the checkpoint says float
+  resumed.setup();
+  ASSERT_EQ(resumed.step(), 3);
+  resumed.train();
+  resumed.finish();
+  EXPECT_EQ(losses(whole.output.dir), losses(part.output.dir));
+  expect_same_tensors(whole.output.dir + "/adapter/adapter_model.safetensors",
+                      part.output.dir + "/adapter/adapter_model.safetensors");
 }
 
 TEST(TrainerTest, CheckpointRetentionAndRecovery) {
