@@ -98,7 +98,7 @@ def main():
         print(json.dumps(row))
     op_rows = []
     for label, shape, op_args, unfused, fused in OP_CASES:
-        mode = MODES[label.split()[0]]
+        mode = MODES[label.split()[0].rstrip(",")]
         results = {unfused: [], fused: []}
         for _ in range(args.runs):
             for impl in (unfused, fused):

@@ -47,7 +47,14 @@ double peak_rss_mb() {
 }
 
 void write_model(const std::string& dir, int64_t V, int64_t C, int64_t I, int64_t L) {
-  const int64_t H = C / 64, Hkv = std::max<int64_t>(1, H / 4), D = 64;
+  const int64_t H = C / 64, D = 64;
+  int64_t Hkv = H;  // grouped-query attention as the families do: H/4 heads when 4 divides H, else H/3, else H/2
+  for (const int64_t group : {4, 3, 2}) {
+    if (H % group == 0) {
+      Hkv = H / group;
+      break;
+    }
+  }
   freehold::core::write_file_atomic(
       dir + "/config.json",
       absl::StrCat(R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": )", V,
