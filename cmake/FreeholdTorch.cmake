@@ -43,6 +43,16 @@ target_include_directories(freehold::torch_cpu SYSTEM INTERFACE
   "${FREEHOLD_TORCH_DIR}/include/torch/csrc/api/include")
 target_compile_definitions(freehold::torch_cpu INTERFACE _GLIBCXX_USE_CXX11_ABI=1)
 target_link_libraries(freehold::torch_cpu INTERFACE freehold_torch_cpu_lib freehold_torch_c10)
+# The wheel is built with AT_PARALLEL_OPENMP, where at::parallel_for is an inline template around
+# `#pragma omp parallel`: compiled without -fopenmp, every parallel_for in our kernels runs on one thread. With it,
+# the pragmas call the wheel's own libgomp (the one libtorch_cpu loads, same soname), so a process has one OpenMP
+# runtime and one thread pool, sized by at::set_num_threads. GCC only: clang (the fuzz build) would need libomp.
+if(EXISTS "${FREEHOLD_TORCH_DIR}/lib/libgomp.so.1")
+  target_compile_options(freehold::torch_cpu INTERFACE
+    $<$<AND:$<COMPILE_LANGUAGE:CXX>,$<CXX_COMPILER_ID:GNU>>:-fopenmp>)
+  target_link_libraries(freehold::torch_cpu INTERFACE
+    $<$<CXX_COMPILER_ID:GNU>:${FREEHOLD_TORCH_DIR}/lib/libgomp.so.1>)
+endif()
 # libtorch_cpu finds its own dependencies (gomp, …) through its RUNPATH; ours must find libtorch_cpu.
 set(CMAKE_BUILD_RPATH "${FREEHOLD_TORCH_DIR}/lib" ${CMAKE_BUILD_RPATH})
 set(CMAKE_INSTALL_RPATH "${FREEHOLD_TORCH_DIR}/lib" ${CMAKE_INSTALL_RPATH})

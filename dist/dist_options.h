@@ -12,6 +12,7 @@ enum class Backend { kAuto, kMpi, kNccl };
 struct DistOptions {
   Backend backend = Backend::kAuto;
   int64_t timeout_s = 600;  // deadline of every collective; a lost peer ends every rank with exit code 4
+  int64_t bucket_mb = 25;   // gradient bucket size (dist/grad_buckets.h): one all-reduce per bucket
 };
 
 inline std::string_view backend_name(Backend backend) {

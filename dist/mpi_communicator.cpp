@@ -34,22 +34,39 @@ at::Tensor host_view(const at::Tensor& t) {
 }  // namespace
 
 void MpiCommunicator::all_reduce_sum_(const std::vector<at::Tensor>& tensors, std::string_view what) {
+  for (const at::Tensor& t : tensors) start_all_reduce_sum_(t, what);
+  wait_started(what);
+}
+
+void MpiCommunicator::start_all_reduce_sum_(const at::Tensor& tensor, std::string_view what) {
   World::Mpi* mpi = world_.mpi();
   if (world_.lost()) world_.fail_lost(std::string(what), "not attempted");
-  std::vector<at::Tensor> host;
-  std::vector<MPI_Request> requests;
-  for (const at::Tensor& t : tensors) {
-    FH_CHECK(t.numel() <= INT_MAX, std::string(what), ": a tensor of ", t.numel(), " elements (split it into buckets)");
-    host.push_back(host_view(t));
-    requests.push_back(MPI_REQUEST_NULL);
-    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, host.back().data_ptr(), static_cast<int>(t.numel()), mpi_type(t, what),
-                             MPI_SUM, mpi->comm, &requests.back()),
-              "MPI_Iallreduce");
+  FH_CHECK(tensor.numel() <= INT_MAX, std::string(what), ": a tensor of ", tensor.numel(),
+           " elements (split it into buckets)");
+  started_.push_back(tensor);
+  started_host_.push_back(host_view(tensor));
+  requests_.push_back(MPI_REQUEST_NULL);
+  check_mpi(MPI_Iallreduce(MPI_IN_PLACE, started_host_.back().data_ptr(), static_cast<int>(tensor.numel()),
+                           mpi_type(tensor, what), MPI_SUM, mpi->comm, &requests_.back()),
+            "MPI_Iallreduce");
+}
+
+void MpiCommunicator::progress() {
+  if (requests_.empty()) return;
+  int done = 0;
+  // Errors surface in wait_started, with the deadline and the roll call.
+  MPI_Testall(static_cast<int>(requests_.size()), requests_.data(), &done, MPI_STATUSES_IGNORE);
+}
+
+void MpiCommunicator::wait_started(std::string_view what) {
+  if (requests_.empty()) return;
+  world_.mpi()->wait(world_, requests_, what);
+  for (size_t i = 0; i < started_.size(); ++i) {
+    if (!started_host_[i].is_same(started_[i])) started_[i].copy_(started_host_[i]);
   }
-  mpi->wait(world_, requests, what);
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    if (!host[i].is_same(tensors[i])) tensors[i].copy_(host[i]);
-  }
+  started_.clear();
+  started_host_.clear();
+  requests_.clear();
 }
 
 void MpiCommunicator::broadcast_(const at::Tensor& tensor, int root, std::string_view what) {

@@ -81,16 +81,30 @@ class NcclCommunicator final : public Communicator {
     c10::cuda::CUDAGuard guard(device_);
     begin_on_stream();
     check_nccl(ncclGroupStart(), "ncclGroupStart");
-    for (const at::Tensor& t : tensors) {
-      FH_CHECK(t.is_cuda() && t.is_contiguous(), std::string(what), ": NCCL reduces contiguous CUDA tensors");
-      const ncclResult_t rc = ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
-                                            nccl_type(t, what), ncclSum, comm_, stream_.stream());
-      if (rc != ncclSuccess && rc != ncclInProgress) check_nccl(rc, "ncclAllReduce");
-    }
+    for (const at::Tensor& t : tensors) enqueue_all_reduce(t, what);
     const ncclResult_t rc = ncclGroupEnd();
     if (rc != ncclSuccess && rc != ncclInProgress) check_nccl(rc, "ncclGroupEnd");
     end_on_stream(what);
   }
+
+  // Queued on the reduction stream behind the compute stream's work so far (the gradients of this bucket), from
+  // autograd's device thread during the backward pass: the compute stream goes on with the backward meanwhile.
+  void start_all_reduce_sum_(const at::Tensor& tensor, std::string_view what) override {
+    if (world_.lost()) world_.fail_lost(std::string(what), "not attempted");
+    c10::cuda::CUDAGuard guard(device_);
+    begin_on_stream();
+    enqueue_all_reduce(tensor, what);
+    started_ = true;
+  }
+
+  void wait_started(std::string_view what) override {
+    if (!started_) return;
+    c10::cuda::CUDAGuard guard(device_);
+    started_ = false;
+    end_on_stream(what);
+  }
+
+  bool starts_from_any_thread() const override { return true; }
 
   void broadcast_(const at::Tensor& tensor, int root, std::string_view what) override {
     if (world_.lost()) world_.fail_lost(std::string(what), "not attempted");
@@ -117,6 +131,13 @@ class NcclCommunicator final : public Communicator {
       aborted_ = true;
     }
     world_.fail_lost(what, why);
+  }
+
+  void enqueue_all_reduce(const at::Tensor& t, std::string_view what) {
+    FH_CHECK(t.is_cuda() && t.is_contiguous(), std::string(what), ": NCCL reduces contiguous CUDA tensors");
+    const ncclResult_t rc = ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
+                                          nccl_type(t, what), ncclSum, comm_, stream_.stream());
+    if (rc != ncclSuccess && rc != ncclInProgress) check_nccl(rc, "ncclAllReduce");
   }
 
   // The reduction stream waits for the work queued so far on the compute stream (the gradients).
@@ -168,6 +189,7 @@ class NcclCommunicator final : public Communicator {
   c10::cuda::CUDAStream stream_;
   ncclComm_t comm_ = nullptr;
   bool aborted_ = false;
+  bool started_ = false;  // reductions started and not yet waited for
   cudaEvent_t compute_done_ = nullptr;
   cudaEvent_t reduce_done_ = nullptr;
 };

@@ -1,7 +1,12 @@
-// The bindings' map from a tensor's dtype to the ElementType the raw-pointer kernels take (kernels/host_device.h);
-// nullopt for a dtype no kernel implements. Host-only: it names ATen's ScalarType, which .cu files never include.
+// What the tensor bindings of the raw-pointer kernels share: the map from a tensor's dtype to the ElementType the
+// kernels take (kernels/host_device.h), nullopt for a dtype no kernel implements; whether autograd needs a tensor's
+// gradient; whether this build has a kernel for a device. Host-only: it names ATen's types, which .cu files never
+// include.
 #pragma once
 
+#include <ATen/core/Tensor.h>
+#include <ATen/core/grad_mode.h>
+#include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
 
 #include <optional>
@@ -21,6 +26,16 @@ inline std::optional<ElementType> element_type(at::ScalarType dtype) {
     default:
       return std::nullopt;
   }
+}
+
+inline bool needs_grad(const at::Tensor& t) { return at::GradMode::is_enabled() && t.requires_grad(); }
+
+// The CPU always; CUDA in a FREEHOLD_WITH_CUDA build.
+inline bool device_has_kernel(const at::Device& device) {
+#if defined(FREEHOLD_WITH_CUDA)
+  if (device.is_cuda()) return true;
+#endif
+  return device.is_cpu();
 }
 
 }  // namespace freehold::kernels

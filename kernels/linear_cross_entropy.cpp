@@ -28,13 +28,6 @@
 namespace freehold::kernels {
 namespace {
 
-bool device_has_kernel(const at::Device& device) {
-#if defined(FREEHOLD_WITH_CUDA)
-  if (device.is_cuda()) return true;
-#endif
-  return device.is_cpu();
-}
-
 // Per-row losses of logits (rows, V) and, when write_grad, d loss / d logits in place.
 void run_rows(ElementType type, at::Tensor& logits, const at::Tensor& targets, at::Tensor& loss, int64_t ignore_index,
               bool write_grad) {

@@ -27,15 +27,6 @@
 namespace freehold::kernels {
 namespace {
 
-bool needs_grad(const at::Tensor& t) { return at::GradMode::is_enabled() && t.requires_grad(); }
-
-bool device_has_kernel(const at::Device& device) {
-#if defined(FREEHOLD_WITH_CUDA)
-  if (device.is_cuda()) return true;
-#endif
-  return device.is_cpu();
-}
-
 // Whether the fused kernels can compute rope_reference's result for these tensors (gradients aside).
 bool fusable(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
   return x.scalar_type() == cos.scalar_type() && x.scalar_type() == sin.scalar_type() &&

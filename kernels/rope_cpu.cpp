@@ -10,30 +10,12 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "kernels/bf16_bits.h"
 
 namespace freehold::kernels {
 namespace {
 
-// bf16 with the conversions of c10::BFloat16 (round to nearest even, NaN to 0x7FC0), written without branches so
-// that g++ vectorizes rotate_row over it: with c10::BFloat16 (its isnan branch) the loop stays scalar and the fused
-// kernel was 3x slower than ATen's five vectorized ops (bench/kernels/kernels_bench.cpp rope). Same bits.
-struct Bf16 {
-  uint16_t bits;
-  Bf16() = default;
-  explicit Bf16(float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, sizeof(u));
-    const uint32_t rounded = (u + UINT32_C(0x7FFF) + ((u >> 16) & 1)) >> 16;
-    bits = static_cast<uint16_t>(f != f ? UINT32_C(0x7FC0) : rounded);
-  }
-  explicit operator float() const {
-    const uint32_t u = static_cast<uint32_t>(bits) << 16;
-    float f;
-    std::memcpy(&f, &u, sizeof(f));
-    return f;
-  }
-};
-static_assert(sizeof(Bf16) == sizeof(c10::BFloat16));
+using Bf16 = Bf16Bits;  // kernels/bf16_bits.h
 
 // Rows per task are chosen so that a task touches at least this many elements; smaller tasks cost more in the
 // pool than they save.

@@ -30,15 +30,6 @@
 namespace freehold::kernels {
 namespace {
 
-bool needs_grad(const at::Tensor& t) { return at::GradMode::is_enabled() && t.requires_grad(); }
-
-bool device_has_kernel(const at::Device& device) {
-#if defined(FREEHOLD_WITH_CUDA)
-  if (device.is_cuda()) return true;
-#endif
-  return device.is_cpu();
-}
-
 // Whether the fused kernels can compute swiglu_reference's result for these tensors (gradients aside).
 bool fusable(const at::Tensor& gate, const at::Tensor& up) {
   return gate.scalar_type() == up.scalar_type() && element_type(gate.scalar_type()).has_value() &&

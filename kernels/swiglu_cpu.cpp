@@ -10,30 +10,12 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "kernels/bf16_bits.h"
 
 namespace freehold::kernels {
 namespace {
 
-// bf16 with the conversions of c10::BFloat16 (round to nearest even, NaN to 0x7FC0), without branches, so that
-// g++ vectorizes the span loops over it; c10::BFloat16's isnan branch keeps them scalar. Same bits. (A copy of
-// rope_cpu.cpp's; one shared header for both is a follow-up.)
-struct Bf16 {
-  uint16_t bits;
-  Bf16() = default;
-  explicit Bf16(float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, sizeof(u));
-    const uint32_t rounded = (u + UINT32_C(0x7FFF) + ((u >> 16) & 1)) >> 16;
-    bits = static_cast<uint16_t>(f != f ? UINT32_C(0x7FC0) : rounded);
-  }
-  explicit operator float() const {
-    const uint32_t u = static_cast<uint32_t>(bits) << 16;
-    float f;
-    std::memcpy(&f, &u, sizeof(f));
-    return f;
-  }
-};
-static_assert(sizeof(Bf16) == 2);
+using Bf16 = Bf16Bits;  // kernels/bf16_bits.h
 
 // The span loops for each element type, compiled twice: for AVX2 (8 floats a vector) and for the baseline x86-64
 // this build targets (SSE2, 4), picked at load time by the CPU (GCC's target_clones). ATen's own elementwise kernels

@@ -493,6 +493,7 @@ void read_dist(Section s, dist::DistOptions& d) {
   s.choice("backend", &d.backend,
            {{"auto", dist::Backend::kAuto}, {"mpi", dist::Backend::kMpi}, {"nccl", dist::Backend::kNccl}});
   s.integer("timeout_s", &d.timeout_s, 1, 7 * 24 * 3600);
+  s.integer("bucket_mb", &d.bucket_mb, 1, 1024);
   s.finish();
 }
 
@@ -755,6 +756,7 @@ std::string run_config_to_yaml(const RunConfig& c) {
   out << YAML::Key << "dist" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "backend" << YAML::Value << std::string(dist::backend_name(c.dist.backend));
   out << YAML::Key << "timeout_s" << YAML::Value << c.dist.timeout_s;
+  out << YAML::Key << "bucket_mb" << YAML::Value << c.dist.bucket_mb;
   out << YAML::EndMap;
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";

@@ -237,8 +237,12 @@ void Trainer::setup() {
     // Every rank starts from rank 0's adapter (inits are seeded alike, but an SVD-based init need not agree across
     // machines), and draws its own dropout masks: rank 0 keeps the seed's stream, so world size 1 is unchanged.
     std::vector<at::Tensor> params;
-    for (const io::NamedTensor& p : adapters_->parameters()) params.push_back(p.tensor);
-    grad_buckets_.emplace(params);
+    std::vector<std::string> names;
+    for (const io::NamedTensor& p : adapters_->parameters()) {
+      params.push_back(p.tensor);
+      names.push_back(p.name);
+    }
+    grad_buckets_.emplace(params, world_->options().bucket_mb << 20, names);
     at::NoGradGuard no_grad;
     for (const at::Tensor& p : params) world_->communicator(p.device()).broadcast_(p, 0, "adapter broadcast");
     if (world_->rank() > 0) at::manual_seed(t.seed + 1000003ULL * static_cast<uint64_t>(world_->rank()));
@@ -433,8 +437,15 @@ Trainer::StepResult Trainer::train_step() {
   r.tokens = counts[1];
   const int64_t step_targets = r.targets;
 
+  // Gradients are summed over the ranks once per step, in buckets: armed before the last micro-batch's backward
+  // pass, a bucket's reduction starts as soon as its gradients are accumulated, overlapping the rest of that pass
+  // (dist/grad_buckets.h); the earlier micro-batches only accumulate. The loss is already divided by the global
+  // target count, so the sum is the gradient of the global mean.
+  dist::Communicator& gradient_communicator = world_->communicator(grad_buckets_->device());
+  bool armed = false;
   double loss_sum = 0;
-  for (const data::Batch& b : micro) {
+  for (size_t i = 0; i < micro.size(); ++i) {
+    const data::Batch& b = micro[i];
     if (b.num_target_tokens == 0) continue;  // contributes exactly 0 (R7)
     timer.enter(StepPhase::kForward);
     // The LM head and the loss together (trainer/loss.h): with fused kernels the (B, T, V) logits never exist whole.
@@ -442,13 +453,16 @@ Trainer::StepResult Trainer::train_step() {
                                               config_.model.fused_kernels) /
                       static_cast<double>(std::max<int64_t>(1, step_targets));
     timer.enter(StepPhase::kBackward);
+    if (i + 1 == micro.size()) {
+      grad_buckets_->arm(gradient_communicator, "gradient all-reduce");
+      armed = true;
+    }
     loss.backward();
     loss_sum += loss.item<double>();
   }
-  // Once per step, after the last micro-batch: gradients summed over the ranks in buckets (the loss is already divided
-  // by the global target count, so the sum is the gradient of the global mean), and the loss likewise.
   timer.enter(StepPhase::kComm);
-  grad_buckets_->all_reduce_sum_(world_->communicator(grad_buckets_->device()), "gradient all-reduce");
+  if (!armed) grad_buckets_->arm(gradient_communicator, "gradient all-reduce");  // no targets in the last micro-batch
+  grad_buckets_->finish_();
   r.loss = world_->all_reduce_sum(std::vector<double>{loss_sum}, "step loss")[0];
   timer.enter(StepPhase::kOptimizer);
   r.grad_norm = clip_grad_norm(optimizer_->params(), t.max_grad_norm);

@@ -12,6 +12,8 @@
 #include <chrono>
 #include <thread>
 
+#include "core/error.h"
+
 #include "dist/communicator.h"
 #include "dist/grad_buckets.h"
 #include "dist/world.h"
@@ -64,7 +66,7 @@ TEST(WorldTest, GradientBucketsSumEveryGradient) {
   const int n = w.size(), r = w.rank();
   std::vector<at::Tensor> params;
   for (int64_t size : {3, 5, 7}) params.push_back(at::zeros({size, 2}, at::kFloat).requires_grad_());
-  // 40-byte buckets: the first two parameters (24 + 40 bytes) land in separate buckets.
+  // 40-byte buckets, filled from the last parameter back: 56 bytes alone, then 40 + 24 bytes do not fit one.
   GradientBuckets buckets(params, 40);
   EXPECT_EQ(buckets.num_buckets(), 3u);
   params[0].mutable_grad() = at::full({3, 2}, static_cast<double>(r + 1), at::kFloat);
@@ -76,6 +78,117 @@ TEST(WorldTest, GradientBucketsSumEveryGradient) {
   ASSERT_TRUE(params[1].grad().defined());
   EXPECT_TRUE(params[1].grad().equal(at::full({5, 2}, 2.0, at::kFloat)));
   EXPECT_TRUE(params[2].grad().equal(at::full({7, 2}, static_cast<double>(n), at::kFloat)));
+}
+
+// Passes every call on to `inner` and records, for each reduction started, how many of `params` had a gradient
+// then (the backward pass still running when fewer than all) and which tensor it was.
+class RecordingCommunicator final : public Communicator {
+ public:
+  RecordingCommunicator(Communicator& inner, std::vector<at::Tensor> params, bool any_thread)
+      : inner_(inner), params_(std::move(params)), any_thread_(any_thread) {}
+  std::string_view backend() const override { return "recording"; }
+  void all_reduce_sum_(const std::vector<at::Tensor>& t, std::string_view what) override { inner_.all_reduce_sum_(t, what); }
+  void start_all_reduce_sum_(const at::Tensor& t, std::string_view what) override {
+    int64_t with_grad = 0;
+    for (const at::Tensor& p : params_) with_grad += p.grad().defined() ? 1 : 0;
+    grads_at_start.push_back(with_grad);
+    started.push_back(t.data_ptr());
+    inner_.start_all_reduce_sum_(t, what);
+  }
+  void wait_started(std::string_view what) override { inner_.wait_started(what); }
+  void progress() override { inner_.progress(); }
+  bool starts_from_any_thread() const override { return any_thread_; }
+  void broadcast_(const at::Tensor& t, int root, std::string_view what) override { inner_.broadcast_(t, root, what); }
+
+  std::vector<int64_t> grads_at_start;
+  std::vector<const void*> started;
+
+ private:
+  Communicator& inner_;
+  std::vector<at::Tensor> params_;
+  bool any_thread_;
+};
+
+// loss = sum(x · p_0 · p_1 · … · p_{n-1}) with x = rank + 1: d loss / d p_k = (rank + 1) · Π_{j≠k} p_j, and the
+// backward pass accumulates p_{n-1}'s gradient first and p_0's last.
+struct Chain {
+  std::vector<at::Tensor> params;
+  explicit Chain(int64_t n) {
+    for (int64_t k = 0; k < n; ++k) params.push_back(at::full({4}, 1.0 + 0.25 * k, at::kFloat).requires_grad_());
+  }
+  at::Tensor loss(int rank) const {
+    at::Tensor h = at::full({4}, static_cast<double>(rank + 1), at::kFloat);
+    for (const at::Tensor& p : params) h = h * p;
+    return h.sum();
+  }
+  // The sum over n_ranks ranks of d loss / d p_k.
+  at::Tensor summed_grad(size_t k, int n_ranks) const {
+    double product = 1;
+    for (size_t j = 0; j < params.size(); ++j) product *= j == k ? 1.0 : 1.0 + 0.25 * static_cast<double>(j);
+    return at::full({4}, product * n_ranks * (n_ranks + 1) / 2.0, at::kFloat);
+  }
+};
+
+TEST(WorldTest, GradientBucketsStartDuringTheBackwardPassInBucketOrder) {
+  World& w = world();
+  const int n = w.size(), r = w.rank();
+  Chain chain(4);
+  GradientBuckets buckets(chain.params, 16);  // one 4-float parameter per bucket, p_3's first
+  ASSERT_EQ(buckets.num_buckets(), 4u);
+  RecordingCommunicator c(w.communicator(at::Device(at::kCPU)), chain.params, /*any_thread=*/false);
+  buckets.arm(c, "grads");
+  chain.loss(r).backward();
+  // Every bucket was started from the backward pass's hooks, the first while p_0 still had no gradient.
+  ASSERT_EQ(c.started.size(), 4u);
+  EXPECT_LT(c.grads_at_start.front(), 4);
+  buckets.finish_();
+  EXPECT_EQ(buckets.started_during_backward(), 4u);
+  EXPECT_EQ(c.started.size(), 4u);  // nothing left for finish_ to start
+  for (size_t k = 0; k < 4; ++k) {
+    EXPECT_TRUE(chain.params[k].grad().allclose(chain.summed_grad(k, n))) << "p_" << k << " " << chain.params[k].grad();
+  }
+}
+
+TEST(WorldTest, GradientBucketsOnAnotherThreadStartAtFinish) {
+  World& w = world();
+  const int n = w.size(), r = w.rank();
+  Chain chain(3);
+  GradientBuckets buckets(chain.params, 16);
+  // The communicator may only be called from this thread, and the backward pass runs on another.
+  RecordingCommunicator c(w.communicator(at::Device(at::kCPU)), chain.params, /*any_thread=*/false);
+  buckets.arm(c, "grads");
+  std::thread([&] { chain.loss(r).backward(); }).join();
+  EXPECT_TRUE(c.started.empty());
+  buckets.finish_();
+  EXPECT_EQ(buckets.started_during_backward(), 0u);
+  EXPECT_EQ(c.grads_at_start, (std::vector<int64_t>{3, 3, 3}));
+  for (size_t k = 0; k < 3; ++k) EXPECT_TRUE(chain.params[k].grad().allclose(chain.summed_grad(k, n)));
+}
+
+TEST(WorldTest, GradientBucketsRefuseAGradientThatChangesAfterItsBucketStarted) {
+  World& w = world();
+  const int r = w.rank();
+  Chain chain(2);
+  GradientBuckets buckets(chain.params, 16, {"first", "second"});
+  Communicator& c = w.communicator(at::Device(at::kCPU));
+  buckets.arm(c, "grads");
+  chain.loss(r).backward();  // starts both buckets
+  chain.loss(r).backward();  // accumulates into gradients already being summed
+  try {
+    buckets.finish_();
+    FAIL() << "no error";
+  } catch (const core::InternalError& e) {
+    EXPECT_NE(std::string(e.what()).find("changed after its bucket's reduction had started"), std::string::npos)
+        << e.what();
+  }
+  // Unarmed, a backward pass starts nothing, and the next armed step works.
+  for (at::Tensor& p : chain.params) p.mutable_grad() = at::Tensor();
+  chain.loss(r).backward();
+  for (at::Tensor& p : chain.params) p.mutable_grad() = at::Tensor();
+  buckets.arm(c, "grads");
+  chain.loss(r).backward();
+  buckets.finish_();
+  for (size_t k = 0; k < 2; ++k) EXPECT_TRUE(chain.params[k].grad().allclose(chain.summed_grad(k, w.size())));
 }
 
 // Run alone (the World is unusable after a loss; deadline_test.sh): rank 1 skips a collective and goes quiet for longer than the deadline

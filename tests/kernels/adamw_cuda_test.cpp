@@ -15,6 +15,7 @@
 
 #include "kernels/adamw.h"
 #include "kernels/adamw_cpu.h"
+#include "tests/kernels/cuda_test_util.h"
 #include "tests/kernels/kernel_test_util.h"
 
 namespace freehold::kernels {
@@ -23,25 +24,6 @@ namespace {
 using testing::count_bit_differences;
 using testing::count_not_close;
 using testing::seeded_randn;
-
-std::string why_no_gpu() {
-  int count = 0;
-  const cudaError_t status = cudaGetDeviceCount(&count);
-  if (status != cudaSuccess) {
-    (void)cudaGetLastError();
-    return std::string("no usable GPU: ") + cudaGetErrorString(status);
-  }
-  if (count == 0) return "no GPU on this machine";
-  EXPECT_TRUE(at::hasCUDA()) << "the CUDA runtime sees " << count
-                             << " GPU(s) but ATen does not; was libtorch_cuda.so dropped at link time?";
-  return at::hasCUDA() ? "" : "ATen sees no GPU";
-}
-
-#define SKIP_WITHOUT_GPU()                 \
-  do {                                     \
-    const std::string why = why_no_gpu();  \
-    if (!why.empty()) GTEST_SKIP() << why; \
-  } while (false)
 
 // Sizes around the GPU chunk (4096) and the CPU chunk, LoRA shapes, an empty tensor.
 const std::vector<std::vector<int64_t>> kShapes = {{1}, {7}, {129}, {4097}, {4096}, {8193}, {16, 576},

@@ -17,6 +17,7 @@
 #include "kernels/cross_entropy.cuh"
 #include "kernels/cross_entropy_cpu.h"
 #include "kernels/linear_cross_entropy.h"
+#include "tests/kernels/cuda_test_util.h"
 #include "tests/kernels/kernel_test_util.h"
 
 namespace freehold::kernels {
@@ -24,24 +25,6 @@ namespace {
 
 using testing::count_not_close;
 using testing::seeded_randn;
-
-std::string why_no_gpu() {
-  int count = 0;
-  const cudaError_t status = cudaGetDeviceCount(&count);
-  if (status != cudaSuccess) {
-    (void)cudaGetLastError();
-    return std::string("no usable GPU: ") + cudaGetErrorString(status);
-  }
-  if (count == 0) return "no GPU on this machine";
-  EXPECT_TRUE(at::hasCUDA()) << "the CUDA runtime sees " << count << " GPU(s) but ATen does not";
-  return at::hasCUDA() ? "" : "ATen sees no GPU";
-}
-
-#define SKIP_WITHOUT_GPU()                 \
-  do {                                     \
-    const std::string why = why_no_gpu();  \
-    if (!why.empty()) GTEST_SKIP() << why; \
-  } while (false)
 
 TEST(CrossEntropyCudaTest, RowKernelBitIdenticalToCpu_CUDA) {
   SKIP_WITHOUT_GPU();

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kernels/rms_norm.h"
+#include "tests/kernels/cuda_test_util.h"
 #include "tests/kernels/kernel_test_util.h"
 #include "tests/kernels/rms_norm_test_util.h"
 
@@ -28,25 +29,6 @@ using testing::seeded_randn;
 
 // Empty when this machine has a usable GPU, else why not (the test then skips). A GPU that the CUDA runtime sees
 // but ATen does not is a broken build (libtorch_cuda.so not loaded), which fails the test instead.
-std::string why_no_gpu() {
-  int count = 0;
-  const cudaError_t status = cudaGetDeviceCount(&count);
-  if (status != cudaSuccess) {
-    (void)cudaGetLastError();  // clear it, so that it cannot surface in a later check
-    return std::string("no usable GPU: ") + cudaGetErrorString(status);
-  }
-  if (count == 0) return "no GPU on this machine";
-  EXPECT_TRUE(at::hasCUDA()) << "the CUDA runtime sees " << count
-                             << " GPU(s) but ATen does not; was libtorch_cuda.so dropped at link time?";
-  return at::hasCUDA() ? "" : "ATen sees no GPU";
-}
-
-#define SKIP_WITHOUT_GPU()                                          \
-  do {                                                              \
-    const std::string why = why_no_gpu();                           \
-    if (!why.empty()) GTEST_SKIP() << why;                          \
-  } while (false)
-
 // y = rms_norm_cuda(x on the GPU) must equal rms_norm_cpu(x) in every bit and be close to the GPU reference.
 void check_against_cpu_and_reference(const at::Tensor& x_cpu, const at::Tensor& weight_cpu) {
   const at::Tensor x = x_cpu.cuda();

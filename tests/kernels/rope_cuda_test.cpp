@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kernels/rope.h"
+#include "tests/kernels/cuda_test_util.h"
 #include "tests/kernels/kernel_test_util.h"
 #include "tests/kernels/rope_test_util.h"
 
@@ -25,25 +26,6 @@ using testing::expect_same_bits;
 using testing::hf_cos_sin;
 using testing::seeded_randn;
 using testing::transposed_q;
-
-// Empty when this machine has a usable GPU, else why not (the test then skips).
-std::string why_no_gpu() {
-  int count = 0;
-  const cudaError_t status = cudaGetDeviceCount(&count);
-  if (status != cudaSuccess) {
-    (void)cudaGetLastError();  // clear it, so that it cannot surface in a later check
-    return std::string("no usable GPU: ") + cudaGetErrorString(status);
-  }
-  if (count == 0) return "no GPU on this machine";
-  EXPECT_TRUE(at::hasCUDA()) << "the CUDA runtime sees " << count << " GPU(s) but ATen does not";
-  return at::hasCUDA() ? "" : "ATen sees no GPU";
-}
-
-#define SKIP_WITHOUT_GPU()                 \
-  do {                                     \
-    const std::string why = why_no_gpu();  \
-    if (!why.empty()) GTEST_SKIP() << why; \
-  } while (false)
 
 // The GPU's forward, in-place and backward results on x (CPU), each equal in every bit to the CPU kernel's.
 void check_against_cpu(const at::Tensor& x_cpu, const at::Tensor& cos_cpu, const at::Tensor& sin_cpu) {

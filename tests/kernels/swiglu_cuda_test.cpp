@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kernels/swiglu.h"
+#include "tests/kernels/cuda_test_util.h"
 #include "tests/kernels/kernel_test_util.h"
 
 namespace freehold::kernels {
@@ -22,25 +23,6 @@ namespace {
 
 using testing::count_bit_differences;
 using testing::seeded_randn;
-
-// Empty when this machine has a usable GPU, else why not (the test then skips).
-std::string why_no_gpu() {
-  int count = 0;
-  const cudaError_t status = cudaGetDeviceCount(&count);
-  if (status != cudaSuccess) {
-    (void)cudaGetLastError();  // clear it, so that it cannot surface in a later check
-    return std::string("no usable GPU: ") + cudaGetErrorString(status);
-  }
-  if (count == 0) return "no GPU on this machine";
-  EXPECT_TRUE(at::hasCUDA()) << "the CUDA runtime sees " << count << " GPU(s) but ATen does not";
-  return at::hasCUDA() ? "" : "ATen sees no GPU";
-}
-
-#define SKIP_WITHOUT_GPU()                 \
-  do {                                     \
-    const std::string why = why_no_gpu();  \
-    if (!why.empty()) GTEST_SKIP() << why; \
-  } while (false)
 
 void expect_same_bits(const at::Tensor& actual, const at::Tensor& expected) {
   ASSERT_EQ(actual.scalar_type(), expected.scalar_type());
