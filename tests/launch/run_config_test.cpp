@@ -168,6 +168,15 @@ TEST(RunConfigTest, ProblemsNameTheLineOfTheFile) {
   EXPECT_EQ(problems[0].rfind("exp.yaml:19: dist.timeout_s: is 0", 0), 0u) << problems[0];
 }
 
+TEST(RunConfigTest, BucketSizeOutOfRangeNamesTheRange) {
+  const std::vector<std::string> problems = problems_of(std::string(kGood) + "dist: {bucket_mb: 0}\n");
+  ASSERT_EQ(problems.size(), 1u) << ::testing::PrintToString(problems);
+  EXPECT_EQ(problems[0].rfind("exp.yaml:19: dist.bucket_mb: is 0", 0), 0u) << problems[0];
+  EXPECT_NE(problems[0].find("1024"), std::string::npos) << problems[0];
+  EXPECT_EQ(parse_run_config(std::string(kGood) + "dist: {bucket_mb: 4}\n", "exp.yaml").dist.bucket_mb, 4);
+  EXPECT_EQ(parse_run_config(kGood, "exp.yaml").dist.bucket_mb, 25);
+}
+
 TEST(RunConfigTest, InvalidYamlNamesLineAndColumn) {
   std::vector<std::string> problems = problems_of("model: {path: [unclosed\n");
   ASSERT_EQ(problems.size(), 1u);
