@@ -3,10 +3,12 @@ with the tiny random-weight Llama of examples/demo_reference.py and the bundled 
 
 - Equivalence: 2 ranks of micro-batch b (and 4 ranks of b/2) give the loss and the gradient norm of every step of
   1 rank with micro-batch 2b within 1e-6 relative (gradient accumulation on, so only the last micro-batch
-  communicates; the rank shares of data/sampler.h make the global batches the same rows), and its final adapter
-  within 1e-5 relative (‖Δ‖/‖adapter‖). Not 1e-6 for the adapter: the gradients differ only in fp32 summation
-  order (~1e-7), but AdamW divides each element by sqrt(v) + eps, so an element whose gradient is a near-zero sum
-  of cancelling terms moves by up to lr / (4·eps) times its rounding noise; measured 2.9e-6 after 6 steps.
+  communicates, bucket reductions started during its backward pass; the rank shares of data/sampler.h make the
+  global batches the same rows), and at a usual LoRA learning rate (2e-4) every adapter tensor within 1e-6
+  relative (‖Δ‖/‖tensor‖; measured ≤ 7e-7 per tensor, 2.4e-8 for the whole adapter). The gradients differ only
+  in fp32 summation order (~1e-7), but AdamW divides each element by sqrt(v) + eps, so an element whose gradient
+  is a near-zero sum of cancelling terms moves by up to lr / (4·eps) times its rounding noise: at the stress rate
+  1e-2 (50x) single tensors differ by up to 4.7e-6 and the whole adapter by 1.8e-6 after 6 steps, tested at 1e-5.
 - Resume under 2 ranks (dropout on: every rank's RNG stream is restored) is bit-identical to an uninterrupted run.
 - SIGUSR1 to one rank only: every rank checkpoints at the same step and exits 75; the resumed run ends bit-identical.
 - kill -9 / SIGSTOP of one rank mid-run: the other ranks exit 4 within dist.timeout_s + 30 s naming the lost rank,
@@ -41,6 +43,7 @@ FREEHOLD_BIN = Path(os.environ.get("FREEHOLD_BIN", REPO / "build" / "bin" / "fre
 WORK = Path(os.environ.get("FREEHOLD_DIST_TEST_DIR", REPO / "build" / "dist-tests"))
 WRAPPER = REPO / "tests" / "dist" / "rank_exit.sh"
 FAULT_TIMEOUT_S = 5  # dist.timeout_s of the fault tests
+LORA_LR = 2e-4  # a usual LoRA learning rate (PEFT's examples use 1e-4 to 3e-4)
 
 MPIRUN = ["mpirun", "--oversubscribe", "--bind-to", "none", "--mca", "odls_base_sigkill_timeout", "90"]
 if os.geteuid() == 0:
@@ -142,14 +145,17 @@ class DistTrainTest(unittest.TestCase):
     def column(run: Path, key: str) -> list:
         return [r[key] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
 
-    def assert_equivalent(self, ranks: int):
-        base = WORK / "equiv-1"
+    def assert_equivalent(self, ranks: int, lr: float):
+        """ranks × micro-batch 4/ranks against 1 rank × 4 at learning rate lr: the loss and gradient norm of every
+        step within 1e-6 relative; the adapter within 1e-6 relative per tensor (‖Δ‖/‖tensor‖) at a LoRA learning
+        rate, within 1e-5 for the whole adapter at the stress rate 1e-2 (see the module docstring)."""
+        base = WORK / f"equiv-1-lr{lr:g}"
         if not (base / "adapter" / "adapter_model.safetensors").exists():
             shutil.rmtree(base, ignore_errors=True)
-            self.run_ranks(1, self.overrides(base))
-        run = WORK / f"equiv-{ranks}"
+            self.run_ranks(1, self.overrides(base, **{"train.lr": lr}))
+        run = WORK / f"equiv-{ranks}-lr{lr:g}"
         shutil.rmtree(run, ignore_errors=True)
-        self.run_ranks(ranks, self.overrides(run, **{"train.micro_batch_size": 4 // ranks}))
+        self.run_ranks(ranks, self.overrides(run, **{"train.micro_batch_size": 4 // ranks, "train.lr": lr}))
         want, got = losses(base), losses(run)
         self.assertEqual(len(got), 6)
         self.assertEqual(len(want), 6)
@@ -160,9 +166,15 @@ class DistTrainTest(unittest.TestCase):
         b = load_file(str(run / "adapter" / "adapter_model.safetensors"))
         self.assertEqual(sorted(a), sorted(b))
         self.assertTrue(any(a[k].abs().max() > 0 for k in a if "lora_B" in k), "the adapter did not train")
-        whole_a = torch.cat([a[k].flatten() for k in sorted(a)])
-        whole_b = torch.cat([b[k].flatten() for k in sorted(a)])
-        self.assertLessEqual(((whole_a - whole_b).norm() / whole_a.norm()).item(), 1e-5, f"adapter with {ranks} ranks")
+        if lr <= LORA_LR:
+            for k in sorted(a):
+                relative = ((a[k] - b[k]).norm() / a[k].norm()).item()
+                self.assertLessEqual(relative, 1e-6, f"{k} with {ranks} ranks at lr {lr:g}")
+        else:
+            whole_a = torch.cat([a[k].flatten() for k in sorted(a)])
+            whole_b = torch.cat([b[k].flatten() for k in sorted(a)])
+            relative = ((whole_a - whole_b).norm() / whole_a.norm()).item()
+            self.assertLessEqual(relative, 1e-5, f"adapter with {ranks} ranks at lr {lr:g}")
         # And not the same by accident: another global batch (here: 1 rank's first half of it) does differ.
         self.assertGreater(abs(self.column(base, "loss")[-1] - self.column(self.half_batch(), "loss")[-1]), 1e-4)
 
@@ -174,10 +186,13 @@ class DistTrainTest(unittest.TestCase):
         return run
 
     def test_two_ranks_equal_one_rank_with_twice_the_batch(self):
-        self.assert_equivalent(2)
+        self.assert_equivalent(2, LORA_LR)
 
     def test_four_ranks_equal_one_rank_with_four_times_the_batch(self):
-        self.assert_equivalent(4)
+        self.assert_equivalent(4, LORA_LR)
+
+    def test_two_ranks_at_a_stress_learning_rate(self):
+        self.assert_equivalent(2, 1e-2)
 
     # ── resume and SIGUSR1 ──
 
