@@ -468,6 +468,9 @@ void read_train(Section s, trainer::TrainOptions& t, bool& max_steps_set, bool& 
   s.number("min_lr_ratio", &t.min_lr_ratio, unit_closed, "in [0, 1]");
   s.number("max_grad_norm", &t.max_grad_norm, non_negative, ">= 0 (0 disables clipping)");
   s.choice("precision", &t.precision, kPrecisions);
+  s.choice("device", &t.device,
+           {{"auto", trainer::DeviceChoice::kAuto}, {"cpu", trainer::DeviceChoice::kCpu},
+            {"cuda", trainer::DeviceChoice::kCuda}});
   s.integer("eval_every", &t.eval_every, 0, kMaxInt);
   s.integer("eval_batches", &t.eval_batches, 1, kMaxInt);
   s.choice("nonfinite", &t.nonfinite,
@@ -732,6 +735,7 @@ std::string run_config_to_yaml(const RunConfig& c) {
   out << YAML::Key << "min_lr_ratio" << YAML::Value << t.min_lr_ratio;
   out << YAML::Key << "max_grad_norm" << YAML::Value << t.max_grad_norm;
   out << YAML::Key << "precision" << YAML::Value << dtype(t.precision);
+  out << YAML::Key << "device" << YAML::Value << std::string(trainer::device_choice_name(t.device));
   out << YAML::Key << "eval_every" << YAML::Value << t.eval_every;
   out << YAML::Key << "eval_batches" << YAML::Value << t.eval_batches;
   out << YAML::Key << "nonfinite" << YAML::Value << std::string(trainer::nonfinite_policy_name(t.nonfinite));

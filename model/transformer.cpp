@@ -35,7 +35,7 @@ std::string shape_text(const std::vector<int64_t>& shape) {
 class WeightTaker {
  public:
   WeightTaker(const io::WeightFiles& files, std::string model_dir, const LoadOptions& options)
-      : files_(files), model_dir_(std::move(model_dir)), check_finite_(options.check_finite) {
+      : files_(files), model_dir_(std::move(model_dir)), check_finite_(options.check_finite), device_(options.device) {
     // All floating-point tensors of a checkpoint share one dtype; a stray one is a broken or mixed export.
     std::optional<core::DType> stored;
     std::string first_name;
@@ -81,6 +81,7 @@ class WeightTaker {
     at::Tensor tensor = files_.tensor(name);
     if (check_finite_) require_finite(name, tensor);
     if (tensor.scalar_type() != target_) tensor = tensor.to(target_);
+    if (tensor.device() != device_) tensor = tensor.to(device_);
     return tensor;
   }
 
@@ -108,6 +109,7 @@ class WeightTaker {
   const io::WeightFiles& files_;
   std::string model_dir_;
   bool check_finite_;
+  c10::Device device_;
   core::DType stored_ = core::DType::kF32;
   at::ScalarType target_ = at::kFloat;
   std::set<std::string> used_;

@@ -69,6 +69,8 @@ struct LoadOptions {
   std::optional<core::DType> dtype;
   // Refuse weights containing NaN or Inf (RELIABILITY.md S21).
   bool check_finite = true;
+  // Where the weights live and the model computes; on the CPU, weights already in the dtype stay in the mmap.
+  c10::Device device = c10::Device(c10::kCPU);
 };
 
 class Transformer {

@@ -32,7 +32,7 @@ double training_flops_per_token(const io::ModelConfig& c, int64_t adapter_parame
   return 4.0 * N + 6.0 * static_cast<double>(adapter_parameters) + attention;
 }
 
-PeakFlops matmul_peak_flops(c10::ScalarType dtype, double seconds) {
+PeakFlops matmul_peak_flops(c10::ScalarType dtype, const c10::Device& device, double seconds) {
   if (const char* env = std::getenv("FREEHOLD_PEAK_TFLOPS"); env != nullptr) {
     double tflops = 0;
     if (!absl::SimpleAtod(env, &tflops) || !(tflops > 0) || !std::isfinite(tflops)) {
@@ -41,25 +41,37 @@ PeakFlops matmul_peak_flops(c10::ScalarType dtype, double seconds) {
     }
     return {tflops * 1e12, "FREEHOLD_PEAK_TFLOPS"};
   }
-  // 512³ multiply-adds: large enough for the blocked kernels to reach their rate, small enough for ~30 repeats.
-  constexpr int64_t n = 512;
+  // 512³ multiply-adds on the CPU: large enough for the blocked kernels to reach their rate, small enough for ~30
+  // repeats. A GPU needs 8192³ to fill its SMs, and a burst of launches between synchronizations (a copy of one
+  // element back to the host) so that launch latency is not what is timed.
+  const bool cpu = device.is_cpu();
+  const int64_t n = cpu ? 512 : 8192;
+  const int burst = cpu ? 1 : 5;
   // A private generator: the measurement must not move the default one, which LoRA dropout draws from.
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(0);
-  const at::Tensor a = at::randn({n, n}, generator).to(dtype), b = at::randn({n, n}, generator).to(dtype);
-  at::Tensor c = at::mm(a, b);  // warm-up: thread pool, packing buffers
+  const at::Tensor a = at::randn({n, n}, generator).to(dtype).to(device);
+  const at::Tensor b = at::randn({n, n}, generator).to(dtype).to(device);
+  at::Tensor c = at::mm(a, b);  // warm-up: thread pool, packing buffers, GPU kernel selection
+  auto wait = [&] {
+    if (!cpu) (void)c.flatten().narrow(0, 0, 1).cpu();
+  };
+  wait();
   double best = 0;
   int repeats = 0;
   const auto start = std::chrono::steady_clock::now();
   // At least 10 repeats: on a shared machine the best of a few can all be slowed by other processes.
   while (repeats < 10 || std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < seconds) {
     const auto t0 = std::chrono::steady_clock::now();
-    c = at::mm(a, b);
+    for (int i = 0; i < burst; ++i) c = at::mm(a, b);
+    wait();
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (dt > 0) best = std::max(best, 2.0 * n * n * n / dt);
+    if (dt > 0) best = std::max(best, 2.0 * burst * n * n * n / dt);
     if (++repeats > 10000) break;
   }
-  return {best, absl::StrFormat("at::mm %dx%d %s, best of %d, %d threads", n, n, c10::toString(dtype), repeats,
-                                at::get_num_threads())};
+  return {best, cpu ? absl::StrFormat("at::mm %dx%d %s, best of %d, %d threads", n, n, c10::toString(dtype), repeats,
+                                      at::get_num_threads())
+                    : absl::StrFormat("at::mm %dx%d %s on %s, best of %d bursts of %d", n, n, c10::toString(dtype),
+                                      device.str(), repeats, burst)};
 }
 
 double model_flops_utilization(double tokens_per_s, double flops_per_token, double peak_flops_per_s) {

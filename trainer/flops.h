@@ -22,6 +22,7 @@
 // datasheet figure.
 #pragma once
 
+#include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
 
 #include <cstdint>
@@ -44,7 +45,8 @@ struct PeakFlops {
 
 // FREEHOLD_PEAK_TFLOPS when set (a positive number, else a UsageError naming the value), otherwise the
 // at::mm microbenchmark in `dtype` on the CPU for about `seconds`.
-PeakFlops matmul_peak_flops(c10::ScalarType dtype, double seconds = 0.3);
+PeakFlops matmul_peak_flops(c10::ScalarType dtype, const c10::Device& device = c10::Device(c10::kCPU),
+                            double seconds = 0.3);
 
 // tokens_per_s · flops_per_token / peak_flops_per_s; 0 when the peak is not positive.
 double model_flops_utilization(double tokens_per_s, double flops_per_token, double peak_flops_per_s);

@@ -15,6 +15,8 @@ namespace freehold::trainer {
 enum class LrSchedule { kConstant, kLinear, kCosine };
 enum class NonfinitePolicy { kSkip, kAbort };
 enum class ExportKind { kNone, kAdapter, kMerged, kBoth };
+// Where a rank keeps the model and computes: auto is the rank's GPU when this freehold has CUDA and one is visible.
+enum class DeviceChoice { kAuto, kCpu, kCuda };
 
 struct TrainOptions {
   uint64_t seed = 1234;
@@ -32,6 +34,7 @@ struct TrainOptions {
   double min_lr_ratio = 0.0;  // the schedule decays to lr × min_lr_ratio
   double max_grad_norm = 1.0;  // 0 disables clipping
   core::DType precision = core::DType::kBF16;  // fp32 or bf16 base and compute; adapters stay fp32
+  DeviceChoice device = DeviceChoice::kAuto;  // trainer/device.h
   int64_t eval_every = 0;  // optimizer steps; 0: no evaluation
   int64_t eval_batches = 20;
   NonfinitePolicy nonfinite = NonfinitePolicy::kSkip;
@@ -53,6 +56,9 @@ inline std::string_view lr_schedule_name(LrSchedule schedule) {
 }
 inline std::string_view nonfinite_policy_name(NonfinitePolicy policy) {
   return policy == NonfinitePolicy::kSkip ? "skip" : "abort";
+}
+inline std::string_view device_choice_name(DeviceChoice choice) {
+  return choice == DeviceChoice::kAuto ? "auto" : choice == DeviceChoice::kCpu ? "cpu" : "cuda";
 }
 inline std::string_view export_kind_name(ExportKind kind) {
   switch (kind) {

@@ -29,6 +29,7 @@
 #include "io/peft_adapter.h"
 #include "io/safetensors.h"
 #include "trainer/checkpoint.h"
+#include "trainer/device.h"
 #include "trainer/flops.h"
 #include "trainer/grad_clip.h"
 #include "kernels/rms_norm.h"
@@ -67,28 +68,15 @@ void restore_stop_handlers() {
   g_handlers_installed = false;
 }
 
-std::string to_hex(const at::Tensor& bytes) {
-  at::Tensor b = bytes.contiguous();
-  const uint8_t* p = b.data_ptr<uint8_t>();
-  static const char* kHex = "0123456789abcdef";
-  std::string out;
-  out.reserve(2 * b.numel());
-  for (int64_t i = 0; i < b.numel(); ++i) {
-    out.push_back(kHex[p[i] >> 4]);
-    out.push_back(kHex[p[i] & 15]);
-  }
-  return out;
-}
-at::Tensor from_hex(const std::string& hex, const std::string& what) {
-  if (hex.size() % 2 != 0) throw core::FormatError(absl::StrCat(what, ": odd-length hex"));
-  at::Tensor out = at::empty({static_cast<int64_t>(hex.size() / 2)}, at::kByte);
-  uint8_t* p = out.data_ptr<uint8_t>();
-  auto nibble = [&](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    throw core::FormatError(absl::StrCat(what, ": not hex"));
-  };
-  for (size_t i = 0; i < hex.size() / 2; ++i) p[i] = static_cast<uint8_t>(nibble(hex[2 * i]) << 4 | nibble(hex[2 * i + 1]));
+// A micro-batch on the training device (the loaders make CPU tensors; on the CPU this is a no-op).
+data::Batch on_device(const data::Batch& b, const c10::Device& device) {
+  if (device.is_cpu()) return b;
+  auto move = [&](const at::Tensor& t) { return t.defined() ? t.to(device) : t; };
+  data::Batch out = b;
+  out.input_ids = move(b.input_ids);
+  out.labels = move(b.labels);
+  out.position_ids = move(b.position_ids);
+  out.segment_ids = move(b.segment_ids);
   return out;
 }
 
@@ -204,9 +192,25 @@ void Trainer::setup() {
   // A fresh run's randomness (adapter init, dropout) starts from the seed; a resumed run restores the streams.
   at::manual_seed(t.seed);
 
-  // Base: frozen, in the compute dtype (bf16 or fp32); the adapters stay fp32 either way.
+  // The rank's device: the CPU, or GPU local_rank (train.device). Every rank must agree on the kind: an all-reduce
+  // between a GPU rank and a CPU rank has no backend.
+  device_ = choose_training_device(t.device, world_->local_rank(), visible_cuda_devices());
+  {
+    const std::vector<std::string> kinds = world_->all_gather(std::string(device_.is_cpu() ? "cpu" : "cuda"), "device kind");
+    for (size_t r = 1; r < kinds.size(); ++r) {
+      if (kinds[r] != kinds[0]) {
+        throw core::UsageError(absl::StrCat("train.device: ", std::string(device_choice_name(t.device)), " gives rank 0 ",
+                                            kinds[0], " but rank ", r, " ", kinds[r], "; give every rank a GPU, or set "
+                                            "train.device: cpu"));
+      }
+    }
+  }
+  if (!device_.is_cpu()) core::log_info("training on ", device_.str(), " (train.device: ", std::string(device_choice_name(t.device)), ")");
+
+  // Base: frozen, in the compute dtype (bf16 or fp32), on the device; the adapters stay fp32 either way.
   model::LoadOptions load;
   load.dtype = t.precision;
+  load.device = device_;
   model_ = model::Transformer::load(config_.model.path, load);
   model_->set_activation_checkpointing(config_.model.activation_checkpointing);
   base_config_sha256_ = core::sha256_file_hex((fs::path(config_.model.path) / "config.json").string());
@@ -248,7 +252,7 @@ void Trainer::setup() {
     if (world_->rank() > 0) at::manual_seed(t.seed + 1000003ULL * static_cast<uint64_t>(world_->rank()));
   }
   {
-    const PeakFlops peak = matmul_peak_flops(io::to_scalar_type(t.precision));
+    const PeakFlops peak = matmul_peak_flops(io::to_scalar_type(t.precision), device_);
     peak_flops_ = peak.flops_per_s;
     core::log_info(absl::StrFormat("MFU: %.4g FLOP per token at T = %d (4N + 6N_lora + 12LHDT, trainer/flops.h); "
                                    "peak %.4g TFLOP/s (%s)",
@@ -445,9 +449,9 @@ Trainer::StepResult Trainer::train_step() {
   bool armed = false;
   double loss_sum = 0;
   for (size_t i = 0; i < micro.size(); ++i) {
-    const data::Batch& b = micro[i];
-    if (b.num_target_tokens == 0) continue;  // contributes exactly 0 (R7)
+    if (micro[i].num_target_tokens == 0) continue;  // contributes exactly 0 (R7)
     timer.enter(StepPhase::kForward);
+    const data::Batch b = on_device(micro[i], device_);
     // The LM head and the loss together (trainer/loss.h): with fused kernels the (B, T, V) logits never exist whole.
     at::Tensor loss = model_sum_cross_entropy(*model_, {b.input_ids, b.position_ids, b.segment_ids}, b.labels,
                                               config_.model.fused_kernels) /
@@ -484,13 +488,14 @@ void Trainer::evaluate() {
   double nll = 0;
   int64_t targets = 0, batches = 0;
   for (; batches < config_.train.eval_batches; ++batches) {
-    std::optional<data::Batch> b = eval_source_->next();
-    if (!b) break;
-    if (b->num_target_tokens == 0) continue;
-    nll += model_sum_cross_entropy(*model_, {b->input_ids, b->position_ids, b->segment_ids}, b->labels,
+    std::optional<data::Batch> next = eval_source_->next();
+    if (!next) break;
+    if (next->num_target_tokens == 0) continue;
+    const data::Batch b = on_device(*next, device_);
+    nll += model_sum_cross_entropy(*model_, {b.input_ids, b.position_ids, b.segment_ids}, b.labels,
                                    config_.model.fused_kernels)
                .item<double>();
-    targets += b->num_target_tokens;
+    targets += b.num_target_tokens;
   }
   adapters_->set_training(true);
   // Each rank evaluated its share of the eval rows; the totals are over all ranks (rank 0 reports them).
@@ -545,6 +550,15 @@ json Trainer::hyperparameters() const {
 
 // This rank's part of a checkpoint: its data position and RNG streams, and the step and directory it is about to
 // write (all ranks must agree on those, C8).
+// The dropout streams: the CPU generator always, and the GPU's when training there (dropout masks of CUDA
+// tensors come from the device's generator).
+json Trainer::rng_state() const {
+  json rng;
+  rng["cpu"] = generator_state_hex(c10::Device(c10::kCPU));
+  if (!device_.is_cpu()) rng["cuda"] = generator_state_hex(device_);
+  return rng;
+}
+
 json Trainer::rank_state() const {
   json r;
   r["rank"] = world_->rank();
@@ -552,7 +566,7 @@ json Trainer::rank_state() const {
   r["checkpoints_dir"] = checkpoints_dir_;
   const data::DataPosition pos = train_source_->position();
   r["data_position"] = {{"epoch", pos.epoch}, {"sample_index", pos.sample_index}};
-  r["rng"] = {{"cpu", to_hex(at::detail::getDefaultCPUGenerator().get_state())}};
+  r["rng"] = rng_state();
   return r;
 }
 
@@ -568,9 +582,7 @@ json Trainer::trainer_state(const json& ranks) const {
   const data::DataPosition pos = train_source_->position();
   s["data_position"] = {{"epoch", pos.epoch}, {"sample_index", pos.sample_index}};
   s["data_fingerprints"] = data::fingerprint_sources(config_.data.train);  // checked on resume (R9)
-  json rng;
-  rng["cpu"] = to_hex(at::detail::getDefaultCPUGenerator().get_state());
-  s["rng"] = rng;
+  s["rng"] = rng_state();
   s["world_size"] = world_->size();
   s["ranks"] = ranks;  // every rank's rank_state(), by rank; "data_position" and "rng" above are rank 0's
   s["config_sha256"] = core::sha256_hex(config_.resolved_config_yaml);
@@ -754,11 +766,25 @@ void Trainer::resume_from(const std::string& dir) {
   train_source_->seek(pos);
   // This rank's RNG streams; a rank the checkpoint did not have keeps its fresh per-rank stream (see setup()).
   const size_t rank = static_cast<size_t>(world_->rank());
-  at::Generator cpu_generator = at::detail::getDefaultCPUGenerator();
+  const nlohmann::json* rng = nullptr;
   if (s.contains("ranks") && s["ranks"].is_array() && rank < s["ranks"].size()) {
-    cpu_generator.set_state(from_hex(s["ranks"][rank].at("rng").at("cpu").get<std::string>(), state_path));
+    rng = &s["ranks"][rank].at("rng");
   } else if (rank == 0) {
-    cpu_generator.set_state(from_hex(s.at("rng").at("cpu").get<std::string>(), state_path));
+    rng = &s.at("rng");
+  }
+  if (rng != nullptr) {
+    set_generator_state_hex(c10::Device(c10::kCPU), rng->at("cpu").get<std::string>(), state_path);
+    if (!device_.is_cpu()) {
+      if (rng->contains("cuda")) {
+        set_generator_state_hex(device_, rng->at("cuda").get<std::string>(), state_path);
+      } else {
+        core::log_warning("resume: ", state_path, " was written by a run on the CPU; on ", device_.str(),
+                          " the dropout masks now differ from an uninterrupted run");
+      }
+    } else if (rng->contains("cuda")) {
+      core::log_warning("resume: ", state_path, " was written by a run on a GPU; on the CPU the dropout masks now "
+                        "differ from an uninterrupted run");
+    }
   }
   last_saved_step_ = step_;
 

@@ -101,6 +101,7 @@ class Trainer {
   void evaluate();
   void resume_from(const std::string& checkpoint_dir);
   nlohmann::ordered_json rank_state() const;
+  nlohmann::ordered_json rng_state() const;
   nlohmann::ordered_json trainer_state(const nlohmann::ordered_json& ranks) const;
   nlohmann::ordered_json hyperparameters() const;
   void log_step(const StepResult& result);
@@ -136,6 +137,8 @@ class Trainer {
   int64_t start_step_ = 0;
   std::deque<double> recent_losses_;  // for the loss-spike flag (N3)
   std::string base_config_sha256_;
+  // Where this rank keeps the model, adapters, optimizer state and batches (train.device, trainer/device.h).
+  c10::Device device_ = c10::Device(c10::kCPU);
   double peak_flops_ = 0;  // matmul peak for MFU (trainer/flops.h), measured in setup()
   int64_t seq_len_ = 0;    // T of the last micro-batch: the attention term of the FLOPs per token
   // The CPU GEMM path for the 16-bit base weights (kernels/half_gemm.h), rank 0's choice, when the fused kernels

@@ -177,6 +177,16 @@ TEST(RunConfigTest, BucketSizeOutOfRangeNamesTheRange) {
   EXPECT_EQ(parse_run_config(kGood, "exp.yaml").dist.bucket_mb, 25);
 }
 
+TEST(RunConfigTest, DeviceChoiceNamesWhatIsAccepted) {
+  const std::vector<std::string> problems = problems_of(kGood, {"train.device=gpu"});
+  ASSERT_EQ(problems.size(), 1u) << ::testing::PrintToString(problems);
+  EXPECT_NE(problems[0].find("train.device"), std::string::npos) << problems[0];
+  EXPECT_NE(problems[0].find("gpu"), std::string::npos) << problems[0];
+  EXPECT_NE(problems[0].find("auto, cpu, cuda"), std::string::npos) << problems[0];
+  EXPECT_EQ(parse_run_config(kGood, "exp.yaml").train.device, trainer::DeviceChoice::kAuto);
+  EXPECT_EQ(parse_run_config(kGood, "exp.yaml", {"train.device=cuda"}).train.device, trainer::DeviceChoice::kCuda);
+}
+
 TEST(RunConfigTest, InvalidYamlNamesLineAndColumn) {
   std::vector<std::string> problems = problems_of("model: {path: [unclosed\n");
   ASSERT_EQ(problems.size(), 1u);

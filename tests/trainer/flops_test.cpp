@@ -51,7 +51,7 @@ TEST(FlopsTest, FormulaTerms) {
 
 TEST(FlopsTest, PeakIsMeasuredOrTakenFromTheEnvironment) {
   unsetenv("FREEHOLD_PEAK_TFLOPS");
-  PeakFlops measured = matmul_peak_flops(at::kFloat, 0.05);
+  PeakFlops measured = matmul_peak_flops(at::kFloat, c10::Device(c10::kCPU), 0.05);
   EXPECT_GT(measured.flops_per_s, 1e6);
   EXPECT_TRUE(std::isfinite(measured.flops_per_s));
   EXPECT_NE(measured.source.find("at::mm"), std::string::npos) << measured.source;
