@@ -13,6 +13,12 @@
 namespace freehold::trainer {
 namespace {
 
+#if defined(FREEHOLD_WITH_CUDA)
+constexpr bool kBuiltWithCuda = true;
+#else
+constexpr bool kBuiltWithCuda = false;
+#endif
+
 std::string to_hex(const at::Tensor& bytes) {
   const at::Tensor b = bytes.contiguous();
   const uint8_t* p = b.const_data_ptr<uint8_t>();
@@ -51,11 +57,11 @@ int visible_cuda_devices() {
 c10::Device choose_training_device(DeviceChoice choice, int local_rank, int cuda_devices) {
   if (choice == DeviceChoice::kCpu || (choice == DeviceChoice::kAuto && cuda_devices == 0)) return c10::Device(c10::kCPU);
   if (cuda_devices == 0) {
-    throw core::UsageError(absl::StrCat(
-        "train.device: cuda, but this process sees no CUDA device (",
-        at::globalContext().hasCUDA() ? "check CUDA_VISIBLE_DEVICES and the driver"
-                                      : "this freehold is built without CUDA; build it with -DFREEHOLD_CUDA=ON",
-        "); accepted: auto, cpu, cuda"));
+    throw core::UsageError(absl::StrCat("train.device: cuda, but this process sees no CUDA device (",
+                                        kBuiltWithCuda ? "check CUDA_VISIBLE_DEVICES and that nvidia-smi lists a GPU"
+                                                       : "this freehold is built without CUDA: build it with "
+                                                         "-DFREEHOLD_CUDA=ON (make build-cuda)",
+                                        "); accepted: auto, cpu, cuda"));
   }
   if (cuda_devices == 1) return c10::Device(c10::kCUDA, 0);  // the launcher bound one GPU to this rank
   if (local_rank >= cuda_devices) {
