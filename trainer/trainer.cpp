@@ -2,11 +2,10 @@
 // resume, logging.
 #include "trainer/trainer.h"
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/core/grad_mode.h>
-#include <ATen/ops/empty.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -205,7 +204,12 @@ void Trainer::setup() {
       }
     }
   }
-  if (!device_.is_cpu()) core::log_info("training on ", device_.str(), " (train.device: ", std::string(device_choice_name(t.device)), ")");
+  if (device_.is_cuda()) {
+    // The rank's GPU becomes the thread's current device, so that everything not placed by a tensor (streams,
+    // NCCL, the caching allocator's context) is on it too.
+    c10::impl::getDeviceGuardImpl(c10::kCUDA)->setDevice(device_);
+    core::log_info("training on ", device_.str(), " (train.device: ", std::string(device_choice_name(t.device)), ")");
+  }
 
   // Base: frozen, in the compute dtype (bf16 or fp32), on the device; the adapters stay fp32 either way.
   model::LoadOptions load;
