@@ -188,8 +188,10 @@ def markdown(result: dict, chart_name: str) -> str:
         "Same work on both sides: random-weight checkpoints of the real shapes stored in the compute dtype, LoRA r 16 "
         "alpha 32 dropout 0.05 on q/k/v/o/gate/up/down of every layer (adapters and AdamW state fp32), the same "
         "token rows (micro-batch 1, every token a target), clip 1.0, AdamW; the same thread count. "
-        f"{cases[0]['warmup']} warm-up step(s) dropped, medians of {cases[0]['steps'] - cases[0]['warmup']} "
-        f"measured steps; {result.get('jobs', 1)} grid point(s) at a time. Peak RSS: the whole process (GNU time), "
+        f"{cases[0].get('rounds', 1)} process(es) per side, the sides alternating; in each, "
+        f"{cases[0]['warmup']} warm-up step(s) dropped; medians of the {cases[0]['steps'] - cases[0]['warmup']} "
+        f"measured steps of every round (\"by round\": the ratio of each round alone); "
+        f"{result.get('jobs', 1)} grid point(s) at a time. Peak RSS: the whole process (GNU time), "
         "load included. MFU: FLOPs per token (formula in the MFU section) × tokens per CPU-second ÷ the best "
         "torch.mm rate per CPU-second measured on this machine in the same dtype and thread count (the wall-clock "
         "MFU is in the JSON; on a loaded machine it means little).",
@@ -198,14 +200,17 @@ def markdown(result: dict, chart_name: str) -> str:
         "",
         "Chart: dark bars wall-clock tokens/s, light bars tokens per CPU-second of the process.",
         "",
-        "| model | seq | dtype | threads | freehold tok/s | PEFT tok/s | speedup | speedup, CPU time | freehold RSS (MB) "
-        "| PEFT RSS (MB) | RSS ratio | MFU freehold (CPU time) | MFU PEFT (CPU time) | matmul peak (GFLOP/CPU-s) |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | seq | dtype | threads | freehold tok/s | PEFT tok/s | speedup | by round | speedup, CPU time "
+        "| freehold RSS (MB) | PEFT RSS (MB) | RSS ratio | MFU freehold (CPU time) | MFU PEFT (CPU time) "
+        "| matmul peak (GFLOP/CPU-s) |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cases:
         f, p = c["freehold"], c["peft"]
         lines.append(f"| {c['model']} | {c['seq_len']} | {c['dtype']} | {c['threads']} | {f['tokens_per_s']:.0f} | "
-                     f"{p['tokens_per_s']:.0f} | **{c['speedup']:.2f}×** | {c['cpu_speedup']:.2f}× | {f['peak_rss_bytes'] / mb:.0f} | "
+                     f"{p['tokens_per_s']:.0f} | **{c['speedup']:.2f}×** | "
+                     f"{', '.join(f'{r:.2f}' for r in c.get('round_speedups', [c['speedup']]))} | "
+                     f"{c['cpu_speedup']:.2f}× | {f['peak_rss_bytes'] / mb:.0f} | "
                      f"{p['peak_rss_bytes'] / mb:.0f} | **{c['rss_ratio']:.2f}×** | {mfu(f)} | {mfu(p)} | "
                      f"{peak_text(c)} |")
     lines += [

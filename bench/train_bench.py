@@ -254,6 +254,15 @@ def summarize(side: dict, warmup: int, tokens_per_step: int, flops_per_token: fl
             "step_cpu_s": [s["cpu"]["step"] for s in measured]}
 
 
+def pool_rounds(rounds: list[dict], warmup: int) -> dict:
+    """One side's rounds as one: the first round's warm-up steps (which summarize drops), then every round's
+    measured steps; the largest peak RSS; the summed wall time."""
+    steps = rounds[0]["steps"][:warmup] + [s for r in rounds for s in r["steps"][warmup:]]
+    pooled = dict(rounds[0], steps=steps, wall_s=sum(r["wall_s"] for r in rounds),
+                  peak_rss_bytes=max(r["peak_rss_bytes"] for r in rounds))
+    return pooled
+
+
 def run_case(case: dict, freehold: Path, work: Path, peaks: dict, log=print) -> dict:
     """One grid point: both sides, interleaved freehold then PEFT."""
     shape = SHAPES[case["model"]]["config"]
@@ -267,8 +276,13 @@ def run_case(case: dict, freehold: Path, work: Path, peaks: dict, log=print) -> 
     flops = lora_train_flops_per_token(shape, case["seq_len"])
     tokens = case["seq_len"]  # micro-batch 1, no padding
     load_before = os.getloadavg()[0]
-    fh = run_freehold(freehold, base, batches, case, work / "runs" / f"freehold-{label}", env)
-    pf = run_peft(base, batches, case, env)
+    # Rounds alternate the sides (freehold, PEFT, freehold, PEFT, ...), so that a slow spell of a shared host falls
+    # on both; each process drops its own warm-up steps, and the medians are over the measured steps of all rounds.
+    fh_rounds, pf_rounds = [], []
+    for _ in range(case.get("rounds", 1)):
+        fh_rounds.append(run_freehold(freehold, base, batches, case, work / "runs" / f"freehold-{label}", env))
+        pf_rounds.append(run_peft(base, batches, case, env))
+    fh, pf = pool_rounds(fh_rounds, case["warmup"]), pool_rounds(pf_rounds, case["warmup"])
     result = dict(case, tokens_per_step=tokens, flops_per_token=flops["per_token"], flops_parts=flops["parts"],
                   matmul_peak_flops_per_s=peaks[key]["flops_per_s"],
                   matmul_peak_flops_per_cpu_s=peaks[key]["flops_per_cpu_s"], load_average=[load_before, os.getloadavg()[0]],
@@ -278,12 +292,17 @@ def run_case(case: dict, freehold: Path, work: Path, peaks: dict, log=print) -> 
     result["speedup"] = result["freehold"]["tokens_per_s"] / result["peft"]["tokens_per_s"]
     result["cpu_speedup"] = result["freehold"]["tokens_per_cpu_s"] / result["peft"]["tokens_per_cpu_s"]
     result["rss_ratio"] = result["freehold"]["peak_rss_bytes"] / result["peft"]["peak_rss_bytes"]
+    # The ratio of each round on its own: how far one round's answer can be trusted on this machine.
+    result["round_speedups"] = [statistics.median(p["steps"][i]["step"] for i in range(case["warmup"], len(p["steps"]))) /
+                                statistics.median(f["steps"][i]["step"] for i in range(case["warmup"], len(f["steps"])))
+                                for f, p in zip(fh_rounds, pf_rounds)]
     if flops["n_lora"] != pf["adapter_params"]:
         raise RuntimeError(f"adapter parameter count: formula {flops['n_lora']}, PEFT {pf['adapter_params']}")
     log(f"{case['model']:14s} T={case['seq_len']:<5d} {case['dtype']} {case['threads']}t | "
         f"freehold {result['freehold']['tokens_per_s']:7.1f} tok/s {result['freehold']['peak_rss_bytes'] / 1e6:6.0f} MB | "
         f"PEFT {result['peft']['tokens_per_s']:7.1f} tok/s {result['peft']['peak_rss_bytes'] / 1e6:6.0f} MB | "
-        f"{result['speedup']:.2f}x (CPU time {result['cpu_speedup']:.2f}x), RSS {result['rss_ratio']:.2f}x")
+        f"{result['speedup']:.2f}x (CPU time {result['cpu_speedup']:.2f}x; rounds "
+        f"{', '.join(f'{r:.2f}x' for r in result['round_speedups'])}), RSS {result['rss_ratio']:.2f}x")
     return result
 
 
@@ -336,14 +355,14 @@ def loader_share(freehold: Path, work: Path, threads: int = 1, seq_len: int = 51
             "data_s": [t["data"] for t in times]}
 
 
-def grid(models, seqs, dtypes, threads, warmup: int, steps: int) -> list[dict]:
-    return [dict(model=m, seq_len=t, dtype=d, threads=n, warmup=warmup, steps=warmup + steps)
+def grid(models, seqs, dtypes, threads, warmup: int, steps: int, rounds: int = 1) -> list[dict]:
+    return [dict(model=m, seq_len=t, dtype=d, threads=n, warmup=warmup, steps=warmup + steps, rounds=rounds)
             for m in models for t in seqs for d in dtypes for n in threads]
 
 
-QUICK = dict(models=["smollm2-135m"], seqs=[512], dtypes=["fp32", "bf16"], threads=[2], warmup=1, steps=2)
+QUICK = dict(models=["smollm2-135m"], seqs=[512], dtypes=["fp32", "bf16"], threads=[2], warmup=1, steps=2, rounds=2)
 FULL = dict(models=["smollm2-135m", "qwen2.5-0.5b"], seqs=[512, 2048], dtypes=["fp32", "bf16"], threads=[1, 2],
-            warmup=1, steps=3)
+            warmup=1, steps=3, rounds=2)
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -354,6 +373,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--threads", nargs="+", type=int)
     ap.add_argument("--warmup", type=int, help="steps dropped before measuring")
     ap.add_argument("--steps", type=int, help="measured steps")
+    ap.add_argument("--rounds", type=int, help="processes per side, alternating freehold and PEFT (default 2)")
     ap.add_argument("--work", type=Path, default=REPO / "build" / "bench")
     ap.add_argument("--freehold", type=Path, default=REPO / "build" / "bin" / "freehold")
     ap.add_argument("--jobs", type=int, default=1,
@@ -364,10 +384,13 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 def cases_from(args) -> list[dict]:
     g = dict(QUICK if args.quick else FULL)
     for key, value in (("models", args.models), ("seqs", args.seq), ("dtypes", args.dtypes),
-                       ("threads", args.threads), ("warmup", args.warmup), ("steps", args.steps)):
+                       ("threads", args.threads), ("warmup", args.warmup), ("steps", args.steps),
+                       ("rounds", args.rounds)):
         if value is not None:
             g[key] = value
-    return grid(g["models"], g["seqs"], g["dtypes"], g["threads"], g["warmup"], g["steps"])
+    if g["rounds"] < 1:
+        raise SystemExit(f"--rounds is {g['rounds']}; expected at least 1")
+    return grid(g["models"], g["seqs"], g["dtypes"], g["threads"], g["warmup"], g["steps"], g["rounds"])
 
 
 def main() -> int:
