@@ -258,13 +258,12 @@ def pool_rounds(rounds: list[dict], warmup: int) -> dict:
     """One side's rounds as one: the first round's warm-up steps (which summarize drops), then every round's
     measured steps; the largest peak RSS; the summed wall time."""
     steps = rounds[0]["steps"][:warmup] + [s for r in rounds for s in r["steps"][warmup:]]
-    pooled = dict(rounds[0], steps=steps, wall_s=sum(r["wall_s"] for r in rounds),
-                  peak_rss_bytes=max(r["peak_rss_bytes"] for r in rounds))
-    return pooled
+    return dict(rounds[0], steps=steps, wall_s=sum(r["wall_s"] for r in rounds),
+                peak_rss_bytes=max(r["peak_rss_bytes"] for r in rounds))
 
 
 def run_case(case: dict, freehold: Path, work: Path, peaks: dict, log=print) -> dict:
-    """One grid point: both sides, interleaved freehold then PEFT."""
+    """One grid point: both sides, in alternating rounds (freehold, PEFT, freehold, PEFT, ...)."""
     shape = SHAPES[case["model"]]["config"]
     base = make_base(work, case["model"], case["dtype"])
     batches = make_batches(work, shape["vocab_size"], case["steps"], case["seq_len"])
@@ -293,9 +292,9 @@ def run_case(case: dict, freehold: Path, work: Path, peaks: dict, log=print) -> 
     result["cpu_speedup"] = result["freehold"]["tokens_per_cpu_s"] / result["peft"]["tokens_per_cpu_s"]
     result["rss_ratio"] = result["freehold"]["peak_rss_bytes"] / result["peft"]["peak_rss_bytes"]
     # The ratio of each round on its own: how far one round's answer can be trusted on this machine.
-    result["round_speedups"] = [statistics.median(p["steps"][i]["step"] for i in range(case["warmup"], len(p["steps"]))) /
-                                statistics.median(f["steps"][i]["step"] for i in range(case["warmup"], len(f["steps"])))
-                                for f, p in zip(fh_rounds, pf_rounds)]
+    def median_step(side: dict) -> float:
+        return statistics.median(s["step"] for s in side["steps"][case["warmup"]:])
+    result["round_speedups"] = [median_step(p) / median_step(f) for f, p in zip(fh_rounds, pf_rounds)]
     if flops["n_lora"] != pf["adapter_params"]:
         raise RuntimeError(f"adapter parameter count: formula {flops['n_lora']}, PEFT {pf['adapter_params']}")
     log(f"{case['model']:14s} T={case['seq_len']:<5d} {case['dtype']} {case['threads']}t | "

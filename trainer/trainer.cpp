@@ -195,12 +195,13 @@ void Trainer::setup() {
   // between a GPU rank and a CPU rank has no backend.
   device_ = choose_training_device(t.device, world_->local_rank(), visible_cuda_devices());
   {
-    const std::vector<std::string> kinds = world_->all_gather(std::string(device_.is_cpu() ? "cpu" : "cuda"), "device kind");
+    const std::vector<std::string> kinds =
+        world_->all_gather(std::string(device_.is_cpu() ? "cpu" : "cuda"), "device kind");
     for (size_t r = 1; r < kinds.size(); ++r) {
       if (kinds[r] != kinds[0]) {
-        throw core::UsageError(absl::StrCat("train.device: ", std::string(device_choice_name(t.device)), " gives rank 0 ",
-                                            kinds[0], " but rank ", r, " ", kinds[r], "; give every rank a GPU, or set "
-                                            "train.device: cpu"));
+        throw core::UsageError(absl::StrCat("train.device: ", std::string(device_choice_name(t.device)),
+                                            " gives rank 0 ", kinds[0], " but rank ", r, " ", kinds[r],
+                                            "; give every rank a GPU, or set train.device: cpu"));
       }
     }
   }
@@ -552,17 +553,29 @@ json Trainer::hyperparameters() const {
   return h;
 }
 
-// This rank's part of a checkpoint: its data position and RNG streams, and the step and directory it is about to
-// write (all ranks must agree on those, C8).
 // The dropout streams: the CPU generator always, and the GPU's when training there (dropout masks of CUDA
 // tensors come from the device's generator).
 json Trainer::rng_state() const {
   json rng;
   rng["cpu"] = generator_state_hex(c10::Device(c10::kCPU));
-  if (!device_.is_cpu()) rng["cuda"] = generator_state_hex(device_);
+  if (device_.is_cuda()) rng["cuda"] = generator_state_hex(device_);
   return rng;
 }
 
+// rng_state() back into the generators; streams of a device this run does not use are left, with a warning.
+void Trainer::restore_rng_state(const nlohmann::json& rng, const std::string& origin) {
+  set_generator_state_hex(c10::Device(c10::kCPU), rng.at("cpu").get<std::string>(), origin);
+  const bool saved_cuda = rng.contains("cuda");
+  if (device_.is_cuda() && saved_cuda) {
+    set_generator_state_hex(device_, rng.at("cuda").get<std::string>(), origin);
+  } else if (device_.is_cuda() != saved_cuda) {
+    core::log_warning("resume: ", origin, " was written by a run on ", saved_cuda ? "a GPU" : "the CPU", "; on ",
+                      device_.str(), " the dropout masks now differ from an uninterrupted run");
+  }
+}
+
+// This rank's part of a checkpoint: its data position and RNG streams, and the step and directory it is about to
+// write (all ranks must agree on those, C8).
 json Trainer::rank_state() const {
   json r;
   r["rank"] = world_->rank();
@@ -770,25 +783,10 @@ void Trainer::resume_from(const std::string& dir) {
   train_source_->seek(pos);
   // This rank's RNG streams; a rank the checkpoint did not have keeps its fresh per-rank stream (see setup()).
   const size_t rank = static_cast<size_t>(world_->rank());
-  const nlohmann::json* rng = nullptr;
   if (s.contains("ranks") && s["ranks"].is_array() && rank < s["ranks"].size()) {
-    rng = &s["ranks"][rank].at("rng");
+    restore_rng_state(s["ranks"][rank].at("rng"), state_path);
   } else if (rank == 0) {
-    rng = &s.at("rng");
-  }
-  if (rng != nullptr) {
-    set_generator_state_hex(c10::Device(c10::kCPU), rng->at("cpu").get<std::string>(), state_path);
-    if (!device_.is_cpu()) {
-      if (rng->contains("cuda")) {
-        set_generator_state_hex(device_, rng->at("cuda").get<std::string>(), state_path);
-      } else {
-        core::log_warning("resume: ", state_path, " was written by a run on the CPU; on ", device_.str(),
-                          " the dropout masks now differ from an uninterrupted run");
-      }
-    } else if (rng->contains("cuda")) {
-      core::log_warning("resume: ", state_path, " was written by a run on a GPU; on the CPU the dropout masks now "
-                        "differ from an uninterrupted run");
-    }
+    restore_rng_state(s.at("rng"), state_path);
   }
   last_saved_step_ = step_;
 

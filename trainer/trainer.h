@@ -102,6 +102,7 @@ class Trainer {
   void resume_from(const std::string& checkpoint_dir);
   nlohmann::ordered_json rank_state() const;
   nlohmann::ordered_json rng_state() const;
+  void restore_rng_state(const nlohmann::json& rng, const std::string& origin);
   nlohmann::ordered_json trainer_state(const nlohmann::ordered_json& ranks) const;
   nlohmann::ordered_json hyperparameters() const;
   void log_step(const StepResult& result);
