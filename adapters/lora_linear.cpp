@@ -2,7 +2,6 @@
 
 #include <ATen/TensorOperators.h>
 #include <ATen/core/grad_mode.h>
-#include <ATen/ops/dropout.h>
 #include <ATen/ops/linalg_vector_norm.h>
 #include <ATen/ops/linear.h>
 #include <ATen/ops/matmul.h>
@@ -11,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/error.h"
+#include "kernels/dropout.h"
 #include "kernels/lora_linear_fused.h"
 
 namespace freehold::adapters {
@@ -49,6 +49,10 @@ at::Tensor LoraLinear::dora_weight_norm(const at::Tensor& weight) const {
   return at::linalg_vector_norm(combined, 2, {1});  // (out)
 }
 
+at::Tensor LoraLinear::dropout(const at::Tensor& x) const {
+  return kernels::dropout_reference(x, kernels::draw_dropout_seed(x.device()), options_.dropout);
+}
+
 at::Tensor LoraLinear::forward(const model::Linear& base, const at::Tensor& x) const {
   if (fused_ && !options_.use_dora) {
     return kernels::lora_linear_fused(x, base.weight(), base.bias(), lora_A_, lora_B_, scale(), options_.dropout,
@@ -61,7 +65,7 @@ at::Tensor LoraLinear::forward(const model::Linear& base, const at::Tensor& x) c
   const bool drop = training_ && options_.dropout > 0.0;
   const double s = scale();
   if (!options_.use_dora) {
-    at::Tensor xd = drop ? at::dropout(xa, options_.dropout, /*train=*/true) : xa;
+    at::Tensor xd = drop ? dropout(xa) : xa;
     result = result + at::linear(at::linear(xd, lora_A_), lora_B_) * s;
     return result.to(result_dtype);
   }
@@ -76,7 +80,7 @@ at::Tensor LoraLinear::forward(const model::Linear& base, const at::Tensor& x) c
   at::Tensor mag_norm_scale = magnitude_ / weight_norm;  // (out), broadcast over the last dim
   at::Tensor xd, base_result;  // base_result: W x' without the bias
   if (drop) {
-    xd = at::dropout(xa, options_.dropout, /*train=*/true);
+    xd = dropout(xa);
     base_result = at::linear(xd, weight);
   } else {
     xd = xa;

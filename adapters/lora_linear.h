@@ -6,7 +6,8 @@
 //          n = ‖W + scale · (B A)‖ per output row, detached (DoRA §4.3: no gradient through the norm),
 //          y = W x + b + (m/n − 1) ⊙ W x' + (m/n) ⊙ scale · B A x'
 //          (at x' = x this is (m/n) ⊙ (W x + scale · B A x) + b: the direction of W + ΔW rescaled to length m).
-// scale = alpha / r, or alpha / √r with rsLoRA. Dropout applies only while training.
+// scale = alpha / r, or alpha / √r with rsLoRA. Dropout applies only while training; its mask is
+// kernels/dropout.h's (the distribution of PEFT's nn.Dropout, drawn from one seed of the default generator).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -57,6 +58,9 @@ class LoraLinear : public model::LinearAdapter {
   at::Tensor dora_weight_norm(const at::Tensor& weight) const;
 
  private:
+  // x ⊙ keep / (1 − p) with a fresh seed from the generator of x's device (kernels::dropout_reference).
+  at::Tensor dropout(const at::Tensor& x) const;
+
   LoraLinearOptions options_;
   at::Tensor lora_A_;     // (r, in)
   at::Tensor lora_B_;     // (out, r)

@@ -13,10 +13,12 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "kernels/cpu_gemm.h"
 #include "kernels/rms_norm.h"  // fused_kernels_enabled
 
 namespace freehold::kernels {
@@ -108,19 +110,40 @@ bool use_float_gemm(const at::Tensor& x, const at::Tensor& weight, int64_t rows)
          half_gemm_path(dtype, weight.size(-1)) == HalfGemmPath::kFloat;
 }
 
+namespace {
+
+// y = x·weightᵀ (+ bias) for fp32 x (..., in) and weight (out, in) on the CPU, by cpu_gemm.h's chosen library.
+at::Tensor linear_fp32(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  at::Tensor y = gemm_linear(x, weight);  // (..., out)
+  if (bias.defined()) y.add_(bias);
+  return y;
+}
+
+bool cpu_fp32(const at::Tensor& x, const at::Tensor& weight) {
+  return x.scalar_type() == at::kFloat && weight.scalar_type() == at::kFloat && x.device().is_cpu() &&
+         weight.device().is_cpu() && x.dim() >= 1 && weight.dim() == 2 && fused_kernels_enabled();
+}
+
+}  // namespace
+
 at::Tensor frozen_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                          const at::Tensor& x_float) {
   const int64_t rows = weight.size(1) == 0 ? 0 : x.numel() / weight.size(1);
+  if (cpu_fp32(x, weight) && rows > 0) return linear_fp32(x, weight, bias);
   if (!use_float_gemm(x, weight, rows)) return at::linear(x, weight, bias);
   const at::Tensor xf = x_float.defined() ? x_float : x.to(at::kFloat);
   const at::Tensor bf = bias.defined() ? bias.to(at::kFloat) : bias;
-  return at::linear(xf, weight.to(at::kFloat), bf).to(x.scalar_type());
+  return linear_fp32(xf, weight.to(at::kFloat), bf).to(x.scalar_type());
 }
 
 at::Tensor frozen_linear_input_grad(const at::Tensor& dy, const at::Tensor& weight) {
-  const int64_t rows = weight.size(0) == 0 ? 0 : dy.numel() / weight.size(0);
+  const int64_t out = weight.size(0), in = weight.size(1);
+  const int64_t rows = out == 0 ? 0 : dy.numel() / out;
+  std::vector<int64_t> sizes(dy.sizes().begin(), dy.sizes().end());
+  sizes.back() = in;
+  if (cpu_fp32(dy, weight) && rows > 0) return gemm(dy.reshape({-1, out}), weight, in).view(sizes);
   if (!use_float_gemm(dy, weight, rows)) return at::matmul(dy, weight);
-  return at::matmul(dy.to(at::kFloat), weight.to(at::kFloat)).to(dy.scalar_type());
+  return gemm(dy.reshape({-1, out}).to(at::kFloat), weight.to(at::kFloat), in).view(sizes).to(dy.scalar_type());
 }
 
 }  // namespace freehold::kernels

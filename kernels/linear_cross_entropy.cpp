@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <optional>
 
+#include "kernels/cpu_gemm.h"
 #include "kernels/cross_entropy_cpu.h"
 #include "kernels/element_type.h"
 
@@ -76,13 +77,13 @@ FusedResult fused_pass(const at::Tensor& hidden, const at::Tensor& weight, const
     const int64_t rows = std::min(chunk, N - begin);
     const at::Tensor h = hidden.narrow(0, begin, rows);  // (rows, C)
     at::Tensor logits = buffer.narrow(0, 0, rows);       // (rows, V), contiguous, hidden's dtype
-    at::mm_out(logits, h, weight_t);
+    gemm_out(logits, h, weight_t, C);
     at::Tensor loss_rows = row_loss.narrow(0, begin, rows);
     run_rows(type, logits, targets.narrow(0, begin, rows), loss_rows, options.ignore_index, write_grad);
     // `logits` now holds d loss / d logits.
     if (want_grad_hidden) {
       at::Tensor grad_rows = out.grad_hidden.narrow(0, begin, rows);  // (rows, C), written in place
-      at::mm_out(grad_rows, logits, weight);
+      gemm_out(grad_rows, logits, weight, C);
     }
     if (want_grad_weight) out.grad_weight.addmm_(logits.t().to(at::kFloat), h.to(at::kFloat));
   }

@@ -9,6 +9,7 @@
 
 #include <cmath>
 
+#include "kernels/cpu_gemm.h"
 #include "kernels/half_gemm.h"
 #include "kernels/lora_linear_fused.h"
 
@@ -61,7 +62,7 @@ class LoraGroupFunction : public torch::autograd::Function<LoraGroupFunction> {
     const at::ScalarType adapter_dtype = lora_As[0].scalar_type();
     const at::Tensor A_cat = at::cat(lora_As, 0);                                     // (R, in)
     const at::Tensor xa = x.scalar_type() == adapter_dtype ? x : x.to(adapter_dtype);  // (..., in), adapter dtype
-    const at::Tensor u = at::linear(xa, A_cat);                                        // (..., R)
+    const at::Tensor u = gemm_linear(xa, A_cat);                                       // (..., R)
     torch::autograd::variable_list outputs;
     outputs.reserve(n);
     int64_t offset = 0;
@@ -70,7 +71,7 @@ class LoraGroupFunction : public torch::autograd::Function<LoraGroupFunction> {
       // (..., out_i), base dtype; possibly a float32 GEMM on 16-bit weights (kernels/half_gemm.h), reusing xa
       at::Tensor y = frozen_linear(x, weights[i], frozen.biases[i], adapter_dtype == at::kFloat ? xa : at::Tensor());
       const at::ScalarType base_dtype = y.scalar_type();
-      y = (y + at::linear(u.narrow(-1, offset, r), lora_Bs[i]) * frozen.scales[i]).to(base_dtype);
+      y = (y + gemm_linear(u.narrow(-1, offset, r), lora_Bs[i]) * frozen.scales[i]).to(base_dtype);
       outputs.push_back(y);
       offset += r;
     }
@@ -104,8 +105,8 @@ class LoraGroupFunction : public torch::autograd::Function<LoraGroupFunction> {
     for (size_t i = 0; i < n; ++i) {
       const int64_t r = lora_B(i).size(1), out = lora_B(i).size(0);
       const at::Tensor d_lora = (grad_outputs[i].to(adapter_dtype) * scales.get(i)).reshape({N, out});  // (N, out_i)
-      if (needs_B(i)) grad_B[i] = d_lora.t().mm(u2.narrow(1, offset, r));                         // (out_i, r_i)
-      du_parts[i] = d_lora.mm(lora_B(i));                                                          // (N, r_i)
+      if (needs_B(i)) grad_B[i] = gemm(d_lora.t(), u2.narrow(1, offset, r));                      // (out_i, r_i)
+      du_parts[i] = gemm(d_lora, lora_B(i));                                                       // (N, r_i)
       any_A = any_A || needs_A(i);
       offset += r;
     }
@@ -114,7 +115,7 @@ class LoraGroupFunction : public torch::autograd::Function<LoraGroupFunction> {
     std::vector<at::Tensor> grad_A(n);
     if (any_A) {
       const at::Tensor xa = x.scalar_type() == adapter_dtype ? x : x.to(adapter_dtype);
-      const at::Tensor dA_cat = du.t().mm(xa.reshape({N, in}));  // (R, in): every d A_i in one GEMM
+      const at::Tensor dA_cat = gemm(du.t(), xa.reshape({N, in}));  // (R, in): every d A_i in one GEMM
       offset = 0;
       for (size_t i = 0; i < n; ++i) {
         const int64_t r = lora_B(i).size(1);
@@ -128,7 +129,7 @@ class LoraGroupFunction : public torch::autograd::Function<LoraGroupFunction> {
       // The base parts in x's dtype, as autograd would sum them; then the low-rank part of all members at once.
       at::Tensor dx = frozen_linear_input_grad(grad_outputs[0].reshape({N, -1}), weight(0));  // (N, in), x's dtype
       for (size_t i = 1; i < n; ++i) dx.add_(frozen_linear_input_grad(grad_outputs[i].reshape({N, -1}), weight(i)));
-      dx.add_(du.mm(A_cat).to(x.scalar_type()));
+      dx.add_(gemm(du, A_cat).to(x.scalar_type()));
       grad_x = dx.view(x.sizes());
     }
 

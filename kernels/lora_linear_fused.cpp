@@ -3,14 +3,15 @@
 
 #include <ATen/TensorOperators.h>
 #include <ATen/core/grad_mode.h>
-#include <ATen/ops/dropout.h>
-#include <ATen/ops/empty_like.h>
 #include <ATen/ops/linear.h>
 #include <ATen/ops/matmul.h>
 #include <torch/csrc/autograd/custom_function.h>
 
-#include <cmath>
+#include <cstdint>
+#include <optional>
 
+#include "kernels/cpu_gemm.h"
+#include "kernels/dropout.h"
 #include "kernels/half_gemm.h"
 
 namespace freehold::kernels {
@@ -30,15 +31,19 @@ void check_args(const char* op, const at::Tensor& x, const at::Tensor& weight, c
               weight.size(0), "), got ", bias.sizes());
   TORCH_CHECK(lora_A.scalar_type() == lora_B.scalar_type(), op, ": lora_A and lora_B must share a dtype, got ",
               lora_A.scalar_type(), " and ", lora_B.scalar_type());
-  TORCH_CHECK(std::isfinite(dropout) && dropout >= 0 && dropout < 1, op, ": dropout must be in [0, 1), got ", dropout);
+  check_dropout_probability(op, dropout);
 }
 
-// Tensors that may be undefined travel outside the argument list that autograd inspects (it needs a device for
-// every tensor argument), and neither gets a gradient: the bias is frozen, the mask is data.
+// What travels outside the argument list that autograd inspects (it needs a device for every tensor argument) and
+// gets no gradient: the frozen bias, and the dropout mask's seed (the mask is recomputed, never kept).
 struct Frozen {
   at::Tensor bias;  // (out) or undefined
-  at::Tensor mask;  // (..., in) bool, defined when dropout applies; keep = mask / (1 − p), as at::dropout's noise
+  std::optional<uint64_t> dropout_seed;  // set when dropout applies (kernels/dropout.h)
 };
+
+// IValues hold int64: the seed's bits, reinterpreted.
+int64_t seed_bits(uint64_t seed) { return static_cast<int64_t>(seed); }
+uint64_t seed_of(int64_t bits) { return static_cast<uint64_t>(bits); }
 
 class LoraLinearFunction : public torch::autograd::Function<LoraLinearFunction> {
  public:
@@ -46,25 +51,26 @@ class LoraLinearFunction : public torch::autograd::Function<LoraLinearFunction> 
                             Frozen frozen, const at::Tensor& lora_A, const at::Tensor& lora_B, double scale,
                             double dropout) {
     const at::Tensor& bias = frozen.bias;
-    const at::Tensor& mask = frozen.mask;
     const at::Tensor xa = x.to(lora_A.scalar_type());  // (..., in), adapter dtype
     // The base GEMM may run in float32 on 16-bit weights (kernels/half_gemm.h); it reuses the widened x then.
     at::Tensor result = frozen_linear(x, weight, bias, xa.scalar_type() == at::kFloat ? xa : at::Tensor());
     const at::ScalarType result_dtype = result.scalar_type();  // (..., out), base dtype
-    at::Tensor xd = mask.defined() ? xa * mask.to(xa.scalar_type()).div_(1.0 - dropout) : xa;
-    at::Tensor u = at::linear(xd, lora_A);  // (..., r)
-    result = (result + at::linear(u, lora_B) * scale).to(result_dtype);
-    ctx->save_for_backward({x, weight, lora_A, lora_B, u, mask});
+    const at::Tensor xd = frozen.dropout_seed ? dropout_apply(xa, *frozen.dropout_seed, dropout) : xa;
+    at::Tensor u = gemm_linear(xd, lora_A);  // (..., r)
+    result = (result + gemm_linear(u, lora_B) * scale).to(result_dtype);
+    ctx->save_for_backward({x, weight, lora_A, lora_B, u});
     ctx->saved_data["scale"] = scale;
-    ctx->saved_data["dropout"] = dropout;
+    ctx->saved_data["dropout"] = frozen.dropout_seed ? dropout : 0.0;
+    if (frozen.dropout_seed) ctx->saved_data["dropout_seed"] = seed_bits(*frozen.dropout_seed);
     return result;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
     const std::vector<at::Tensor> s = ctx->get_saved_variables();
-    const at::Tensor &x = s[0], &weight = s[1], &lora_A = s[2], &lora_B = s[3], &u = s[4], &mask = s[5];
+    const at::Tensor &x = s[0], &weight = s[1], &lora_A = s[2], &lora_B = s[3], &u = s[4];
     const double scale = ctx->saved_data["scale"].toDouble(), dropout = ctx->saved_data["dropout"].toDouble();
+    const uint64_t seed = dropout > 0.0 ? seed_of(ctx->saved_data["dropout_seed"].toInt()) : 0;
     // needs_input_grad counts tensor arguments only: x 0, weight 1, lora_A 2, lora_B 3.
     const at::Tensor dy = grad_outputs[0];                                 // (..., out), base dtype
     const at::Tensor d_lora = dy.to(lora_A.scalar_type()) * scale;        // (..., out), adapter dtype
@@ -72,18 +78,15 @@ class LoraLinearFunction : public torch::autograd::Function<LoraLinearFunction> 
     const at::Tensor d_lora2 = d_lora.reshape({-1, out});                  // (N, out)
     const at::Tensor u2 = u.reshape({-1, r});                              // (N, r)
     at::Tensor grad_x, grad_A, grad_B;
-    if (ctx->needs_input_grad(3)) grad_B = d_lora2.t().mm(u2);             // (out, r)
-    const at::Tensor du = d_lora2.mm(lora_B);                              // (N, r)
-    at::Tensor keep;  // (..., in) adapter dtype, dropout's scaled mask
-    if (mask.defined()) keep = mask.to(lora_A.scalar_type()).div_(1.0 - dropout);
+    if (ctx->needs_input_grad(3)) grad_B = gemm(d_lora2.t(), u2);          // (out, r)
+    const at::Tensor du = gemm(d_lora2, lora_B);                           // (N, r)
+    // Dropout's mask is recomputed from its seed: d xd = d(x ⊙ keep / (1 − p)) is the same map of the gradient.
     if (ctx->needs_input_grad(2)) {
-      at::Tensor xd = x.to(lora_A.scalar_type());
-      if (keep.defined()) xd = xd * keep;
-      grad_A = du.t().mm(xd.reshape({-1, in}));                           // (r, in)
+      const at::Tensor xd = dropout_apply(x.to(lora_A.scalar_type()), seed, dropout);
+      grad_A = gemm(du.t(), xd.reshape({-1, in}));                        // (r, in)
     }
     if (ctx->needs_input_grad(0)) {
-      at::Tensor dxd = du.mm(lora_A).view(x.sizes());                      // (..., in), adapter dtype
-      if (keep.defined()) dxd = dxd * keep;
+      const at::Tensor dxd = dropout_apply(gemm(du, lora_A), seed, dropout).view(x.sizes());  // (..., in), adapter dtype
       grad_x = frozen_linear_input_grad(dy, weight) + dxd.to(x.scalar_type());
     }
     return {grad_x, at::Tensor(), at::Tensor(), grad_A, grad_B, at::Tensor(), at::Tensor()};
@@ -99,7 +102,8 @@ at::Tensor lora_linear_reference(const at::Tensor& x, const at::Tensor& weight, 
   at::Tensor result = at::linear(x, weight, bias);
   const at::ScalarType result_dtype = result.scalar_type();
   const at::Tensor xa = x.scalar_type() == lora_A.scalar_type() ? x : x.to(lora_A.scalar_type());
-  const at::Tensor xd = training && dropout > 0.0 ? at::dropout(xa, dropout, /*train=*/true) : xa;
+  const at::Tensor xd =
+      training && dropout > 0.0 ? dropout_reference(xa, draw_dropout_seed(xa.device()), dropout) : xa;
   result = result + at::linear(at::linear(xd, lora_A), lora_B) * scale;
   return result.to(result_dtype);
 }
@@ -108,13 +112,9 @@ at::Tensor lora_linear_fused(const at::Tensor& x, const at::Tensor& weight, cons
                              const at::Tensor& lora_A, const at::Tensor& lora_B, double scale, double dropout,
                              bool training) {
   check_args("lora_linear_fused", x, weight, bias, lora_A, lora_B, dropout);
-  at::Tensor mask;
-  if (training && dropout > 0.0) {
-    // at::dropout's draw: bernoulli_(1 − p) over a tensor of x's shape in the adapter dtype, from the default
-    // generator; kept as bool (1 byte instead of 4).
-    mask = at::empty_like(x, x.options().dtype(lora_A.scalar_type())).bernoulli_(1.0 - dropout).to(at::kBool);
-  }
-  return LoraLinearFunction::apply(x, weight, Frozen{bias, mask}, lora_A, lora_B, scale, dropout);
+  std::optional<uint64_t> seed;
+  if (training && dropout > 0.0) seed = draw_dropout_seed(x.device());  // the one draw the reference makes too
+  return LoraLinearFunction::apply(x, weight, Frozen{bias, seed}, lora_A, lora_B, scale, dropout);
 }
 
 }  // namespace freehold::kernels

@@ -15,7 +15,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
+#include <string_view>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -31,6 +33,7 @@
 #include "trainer/device.h"
 #include "trainer/flops.h"
 #include "trainer/grad_clip.h"
+#include "kernels/cpu_gemm.h"
 #include "kernels/rms_norm.h"
 #include "trainer/loss.h"
 #include "trainer/loss_plot.h"
@@ -128,6 +131,27 @@ std::vector<std::string> adapter_differences(const io::PeftAdapterConfig& saved,
   diff("layers_to_transform", absl::StrCat("[", absl::StrJoin(saved.layers_to_transform, ", "), "]"),
        absl::StrCat("[", absl::StrJoin(now.layers_to_transform, ", "), "]"));
   return d;
+}
+
+// A resume sums its CPU GEMMs as the checkpointed run did (bit-exact resume), unless `env_var` asks for another
+// path: the path to run from now on. `current` is this run's own choice (measured or from the environment).
+template <typename Path>
+Path resumed_gemm_path(const nlohmann::json& state, const char* key, const char* env_var, Path current,
+                       std::string_view (*name)(Path), std::optional<Path> (*from_name)(std::string_view),
+                       const char* what) {
+  if (!state.contains(key) || !state[key].is_string()) return current;
+  const std::optional<Path> saved = from_name(state[key].get<std::string>());
+  if (!saved || *saved == current) return current;
+  const char* env = std::getenv(env_var);
+  if (env != nullptr && *env != '\0') {
+    core::log_warning("resume: the checkpoint ran its ", what, " ", state[key].dump(), ", ", env_var, "=", env,
+                      " runs them ", std::string(name(current)), "; results now differ from an uninterrupted run in "
+                      "rounding");
+    return current;
+  }
+  core::log_info("resume: ", what, " ", state[key].dump(), " as in the checkpoint (measured here: ",
+                 std::string(name(current)), ")");
+  return *saved;
 }
 
 }  // namespace
@@ -241,6 +265,13 @@ void Trainer::setup() {
     const std::string chosen = world_->broadcast(std::string(kernels::half_gemm_path_name(mine)), 0, "16-bit GEMM path");
     half_gemm_path_ = kernels::half_gemm_path_from_name(chosen).value_or(kernels::HalfGemmPath::kNative);
     kernels::set_half_gemm_path(compute_dtype, *half_gemm_path_);
+  }
+  if (fused_kernels && model_->lm_head().weight().device().is_cpu()) {
+    // The fp32 GEMMs (an fp32 model's, or a 16-bit model's float path) likewise: BLAS or oneDNN, rank 0's choice.
+    const kernels::CpuGemmPath mine = kernels::cpu_gemm_path(model_->config().hidden_size);
+    const std::string chosen = world_->broadcast(std::string(kernels::cpu_gemm_path_name(mine)), 0, "fp32 GEMM path");
+    cpu_gemm_path_ = kernels::cpu_gemm_path_from_name(chosen).value_or(kernels::CpuGemmPath::kBlas);
+    kernels::set_cpu_gemm_path(*cpu_gemm_path_);
   }
   {
     // Every rank starts from rank 0's adapter (inits are seeded alike, but an SVD-based init need not agree across
@@ -607,6 +638,7 @@ json Trainer::trainer_state(const json& ranks) const {
                      {"num_parameters", model_->num_parameters()}};
   s["hyperparameters"] = hyperparameters();
   if (half_gemm_path_) s["half_gemm"] = std::string(kernels::half_gemm_path_name(*half_gemm_path_));
+  if (cpu_gemm_path_) s["fp32_gemm"] = std::string(kernels::cpu_gemm_path_name(*cpu_gemm_path_));
   const double elapsed =
       elapsed_before_s_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   s["elapsed_s"] = elapsed;
@@ -753,23 +785,17 @@ void Trainer::resume_from(const std::string& dir) {
     }
   }
   optimizer_->load((fs::path(dir) / kOptimizerFile).string());
-  // The base GEMMs sum as they did before the interruption (bit-exact resume), unless FREEHOLD_HALF_GEMM says else.
-  if (half_gemm_path_ && s.contains("half_gemm") && s["half_gemm"].is_string()) {
-    const std::optional<kernels::HalfGemmPath> saved =
-        kernels::half_gemm_path_from_name(s["half_gemm"].get<std::string>());
-    if (saved && *saved != *half_gemm_path_) {
-      const char* env = std::getenv("FREEHOLD_HALF_GEMM");
-      if (env != nullptr && *env != '\0') {
-        core::log_warning("resume: the checkpoint ran its 16-bit GEMMs ", s["half_gemm"].dump(), ", FREEHOLD_HALF_GEMM=",
-                          env, " runs them ", std::string(kernels::half_gemm_path_name(*half_gemm_path_)),
-                          "; results now differ from an uninterrupted run in rounding");
-      } else {
-        core::log_info("resume: 16-bit GEMMs ", s["half_gemm"].dump(), " as in the checkpoint (measured here: ",
-                       std::string(kernels::half_gemm_path_name(*half_gemm_path_)), ")");
-        half_gemm_path_ = saved;
-        kernels::set_half_gemm_path(model_->dtype(), *saved);
-      }
-    }
+  // The base GEMMs sum as they did before the interruption (bit-exact resume), unless the environment says else.
+  if (half_gemm_path_) {
+    half_gemm_path_ = resumed_gemm_path(s, "half_gemm", "FREEHOLD_HALF_GEMM", *half_gemm_path_,
+                                        &kernels::half_gemm_path_name, &kernels::half_gemm_path_from_name,
+                                        "16-bit GEMMs");
+    kernels::set_half_gemm_path(model_->dtype(), *half_gemm_path_);
+  }
+  if (cpu_gemm_path_) {
+    cpu_gemm_path_ = resumed_gemm_path(s, "fp32_gemm", "FREEHOLD_FP32_GEMM", *cpu_gemm_path_,
+                                       &kernels::cpu_gemm_path_name, &kernels::cpu_gemm_path_from_name, "fp32 GEMMs");
+    kernels::set_cpu_gemm_path(*cpu_gemm_path_);
   }
 
   step_ = s.at("step").get<int64_t>();

@@ -23,6 +23,7 @@
 #include "data/tokenizer.h"
 #include "dist/grad_buckets.h"
 #include "dist/world.h"
+#include "kernels/cpu_gemm.h"
 #include "kernels/half_gemm.h"
 #include "model/model_options.h"
 #include "model/transformer.h"
@@ -145,6 +146,9 @@ class Trainer {
   // The CPU GEMM path for the 16-bit base weights (kernels/half_gemm.h), rank 0's choice, when the fused kernels
   // run a bf16/fp16 model on the CPU; saved in trainer_state.json so that a resumed run sums as the first did.
   std::optional<kernels::HalfGemmPath> half_gemm_path_;
+  // The library of the CPU fp32 GEMMs (kernels/cpu_gemm.h), rank 0's choice, when the fused kernels run on the CPU;
+  // saved likewise.
+  std::optional<kernels::CpuGemmPath> cpu_gemm_path_;
 };
 
 // Set by SIGUSR1 / SIGTERM while a Trainer is set up; checked at step boundaries.

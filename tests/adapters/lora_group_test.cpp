@@ -21,6 +21,7 @@
 
 #include "adapters/adapter_set.h"
 #include "adapters/lora_linear.h"
+#include "kernels/cpu_gemm.h"
 #include "model/transformer.h"
 #include "tests/model/tiny_checkpoint.h"
 
@@ -96,11 +97,16 @@ TEST(LoraGroupTest, FusedLoraWithoutDropoutIsOneNode) {
 }
 
 TEST(LoraGroupTest, DropoutInTrainingFallsBackWithTheReferenceMasks) {
+  // Bit equality with the reference composition needs its GEMM library: BLAS (kernels/cpu_gemm.h).
+  kernels::set_cpu_gemm_path(kernels::CpuGemmPath::kBlas);
+  struct Reset {
+    ~Reset() { kernels::reset_cpu_gemm_path_for_testing(); }
+  } reset;
   Projections p = make(0.3);
   at::manual_seed(7);
   const std::vector<at::Tensor> grouped = lora_group_forward(p.pointers(), p.x);
   EXPECT_FALSE(same_node(grouped[0], grouped[1]) || same_node(grouped[1], grouped[2]));
-  // The per-projection path draws at::dropout's masks in q, k, v order: with the same seed, the same bits as the
+  // The per-projection path draws one dropout seed per projection in q, k, v order: with the same seed, the same bits as the
   // fused projections one by one and as PEFT's composition (fused off).
   at::manual_seed(7);
   const std::vector<at::Tensor> fused = one_by_one(p);

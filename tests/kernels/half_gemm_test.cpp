@@ -13,6 +13,7 @@
 #include <string>
 
 #include "tests/kernels/kernel_test_util.h"
+#include "kernels/cpu_gemm.h"
 #include "kernels/rms_norm.h"
 
 namespace freehold::kernels {
@@ -27,6 +28,7 @@ class HalfGemmTest : public ::testing::Test {
   void TearDown() override {
     unsetenv("FREEHOLD_HALF_GEMM");
     reset_half_gemm_paths_for_testing();
+    reset_cpu_gemm_path_for_testing();
     set_fused_kernels_enabled(true);
   }
 };
@@ -68,6 +70,7 @@ TEST_F(HalfGemmTest, FloatPathReallyWidens) {
   // The values above cannot tell the paths apart; the bits can: on the float path, frozen_linear is the fp32 GEMM
   // of the widened operands rounded once.
   set_half_gemm_path(at::kBFloat16, HalfGemmPath::kFloat);
+  set_cpu_gemm_path(CpuGemmPath::kBlas);  // the fp32 GEMM of the widened operands is at::linear's
   const at::Tensor x = seeded_randn({64, 129}, at::kBFloat16, 5), w = seeded_randn({17, 129}, at::kBFloat16, 6);
   const at::Tensor widened = at::linear(x.to(at::kFloat), w.to(at::kFloat)).to(at::kBFloat16);
   EXPECT_EQ(count_bit_differences(frozen_linear(x, w, at::Tensor()), widened), 0);

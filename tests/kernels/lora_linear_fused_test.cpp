@@ -1,6 +1,6 @@
 // LoRA linear in one autograd node against PEFT's composition (lora_linear_reference): the forward pass bit for
 // bit, the gradients of x, lora_A and lora_B, over odd shapes, fp32 and a bf16 base with an fp32 adapter, strided
-// inputs, with and without a bias, and with dropout under one seed (the same mask as at::dropout).
+// inputs, with and without a bias, and with dropout under one seed (one draw each, so the same mask).
 #include "kernels/lora_linear_fused.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu_gemm.h"
 #include "tests/kernels/kernel_test_util.h"
 
 namespace freehold::kernels {
@@ -51,6 +52,26 @@ void expect_close(const at::Tensor& a, const at::Tensor& b, double rel, const ch
   EXPECT_LE(diff, rel * scale) << what << ": max difference " << diff << ", largest element " << scale;
 }
 
+// The reference computes the base GEMM with at::linear (BLAS); the fused node with kernels/cpu_gemm.h's library. On
+// BLAS the forward pass is the reference's bit for bit; on oneDNN an fp32 base GEMM sums in another order.
+void check_path(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& A,
+                const at::Tensor& B, const at::Tensor& dy, double dropout, uint64_t seed) {
+  const at::ScalarType base = x.scalar_type();
+  const Grads ref = run(false, x, weight, bias, A, B, dy, dropout, seed + 5);
+  const Grads got = run(true, x, weight, bias, A, B, dy, dropout, seed + 5);
+  if (cpu_gemm_path() == CpuGemmPath::kBlas || base != at::kFloat) {
+    EXPECT_TRUE(at::equal(got.y, ref.y)) << "forward differs";
+  } else {
+    expect_close(got.y, ref.y, 1e-5, "forward");
+  }
+  // fp32: the same GEMMs, summed in another grouping. bf16 base: d x adds its two parts in bf16, as autograd does,
+  // in possibly another order: one bf16 rounding.
+  const double rel = base == at::kFloat ? 1e-5 : 1e-2;
+  expect_close(got.x, ref.x, rel, "d x");
+  expect_close(got.A, ref.A, 1e-5, "d lora_A");
+  expect_close(got.B, ref.B, 1e-5, "d lora_B");
+}
+
 void check(const at::Tensor& x, at::ScalarType adapter_dtype, int64_t out, int64_t r, bool with_bias, double dropout,
            uint64_t seed) {
   const at::ScalarType base = x.scalar_type();
@@ -62,15 +83,12 @@ void check(const at::Tensor& x, at::ScalarType adapter_dtype, int64_t out, int64
   std::vector<int64_t> y_shape(x.sizes().begin(), x.sizes().end());
   y_shape.back() = out;
   const at::Tensor dy = seeded_randn(y_shape, base, seed + 4);
-  const Grads ref = run(false, x, weight, bias, A, B, dy, dropout, seed + 5);
-  const Grads got = run(true, x, weight, bias, A, B, dy, dropout, seed + 5);
-  EXPECT_TRUE(at::equal(got.y, ref.y)) << "forward differs";
-  // fp32: the same GEMMs, summed in another grouping. bf16 base: d x adds its two parts in bf16, as autograd does,
-  // in possibly another order: one bf16 rounding.
-  const double rel = base == at::kFloat ? 1e-5 : 1e-2;
-  expect_close(got.x, ref.x, rel, "d x");
-  expect_close(got.A, ref.A, 1e-5, "d lora_A");
-  expect_close(got.B, ref.B, 1e-5, "d lora_B");
+  for (CpuGemmPath path : {CpuGemmPath::kBlas, CpuGemmPath::kOneDnn}) {
+    SCOPED_TRACE(::testing::Message() << "fp32 GEMMs " << cpu_gemm_path_name(path));
+    set_cpu_gemm_path(path);
+    check_path(x, weight, bias, A, B, dy, dropout, seed);
+  }
+  reset_cpu_gemm_path_for_testing();
 }
 
 TEST(LoraLinearFusedTest, MatchesReferenceOverOddShapes) {
@@ -131,7 +149,7 @@ TEST(LoraLinearFusedTest, BadArgumentsNameTheShapes) {
     (void)lora_linear_fused(x, weight, at::Tensor(), A, B, 1.0, 1.0, true);
     ADD_FAILURE() << "no error";
   } catch (const c10::Error& e) {
-    EXPECT_THAT(e.what_without_backtrace(), ::testing::HasSubstr("dropout must be in [0, 1), got 1"));
+    EXPECT_THAT(e.what_without_backtrace(), ::testing::HasSubstr("lora_linear_fused: dropout must be a probability in [0, 1), got 1"));
   }
 }
 

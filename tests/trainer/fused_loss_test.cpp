@@ -71,7 +71,7 @@ void check_model(at::ScalarType dtype, const std::string& dtype_name, double rel
   adapters::LoraOptions options;
   options.r = 4;
   options.alpha = 8;
-  options.dropout = 0.1;  // the fused LoRA draws at::dropout's mask: reseeded, both runs see the same masks
+  options.dropout = 0.1;  // both paths draw one seed per mask (kernels/dropout.h): reseeded, the same masks
   adapters::AdapterSet set = adapters::AdapterSet::create(model, options, 3);
   set.set_training(true);
   {  // B starts at zero, which would make every lora_A gradient zero: give it values.

@@ -12,10 +12,12 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 #include "core/error.h"
 #include "core/file.h"
 #include "io/safetensors.h"
+#include "kernels/cpu_gemm.h"
 #include "kernels/half_gemm.h"
 #include "tests/model/tiny_checkpoint.h"
 #include "trainer/checkpoint.h"
@@ -200,25 +202,23 @@ TEST(TrainerTest, ResumeIsBitExact) {
                       part.output.dir + "/checkpoints/step-000006/optimizer.safetensors");
 }
 
-// A bf16 run on the CPU records the 16-bit GEMM path it used (kernels/half_gemm.h); a resume takes that path over
-// whatever this machine would choose, so it stays bit-exact. The native path gives other bits (the test would see a
-// resume that ignored the checkpoint).
-TEST(TrainerTest, Bf16ResumeKeepsTheCheckpointsGemmPath) {
+// A run on the CPU records the GEMM path it used under `key` of trainer_state.json; a resume takes that path over
+// whatever this machine would choose, so it stays bit-exact. `use(first)` fixes the checkpointed run's path, `use(
+// !first)` the other one, which gives other bits (the test would see a resume that ignored the checkpoint).
+void expect_resume_keeps_gemm_path(const std::string& name, core::DType dtype, const std::string& key,
+                                   const std::string& first_name, const std::function<void(bool)>& use) {
   // 256 wide: at 16 the two paths happen to give the same sums.
-  Fixture f = make_fixture("trainer_half_gemm", 16, 1.0, 256, 512);
+  Fixture f = make_fixture(name, 16, 1.0, 256, 512);
   const auto config = [&](const std::string& run) {
     TrainerConfig c = make_config(f, run);
-    c.model.dtype = core::DType::kBF16;
-    c.train.precision = core::DType::kBF16;
-    c.train.micro_batch_size = 4;  // 48 rows per GEMM: at least the 32 the float path needs
+    c.model.dtype = dtype;
+    c.train.precision = dtype;
+    c.train.micro_batch_size = 4;  // 48 rows per GEMM: at least the 32 the 16-bit float path needs
     c.adapter.target_modules = {"all-linear"};
     return c;
   };
-  struct Reset {
-    ~Reset() { kernels::reset_half_gemm_paths_for_testing(); }
-  } reset;
-  TrainerConfig whole = config("whole"), native = config("native"), part = config("part");
-  kernels::set_half_gemm_path(at::kBFloat16, kernels::HalfGemmPath::kFloat);
+  TrainerConfig whole = config("whole"), other = config("other"), part = config("part");
+  use(true);
   {
     Trainer t(whole);
     t.setup();
@@ -227,15 +227,15 @@ TEST(TrainerTest, Bf16ResumeKeepsTheCheckpointsGemmPath) {
   }
   const nlohmann::json state = nlohmann::json::parse(
       core::read_file(whole.output.dir + "/checkpoints/step-000003/trainer_state.json", 1 << 20));
-  EXPECT_EQ(state.value("half_gemm", ""), "float") << state.dump();
-  kernels::set_half_gemm_path(at::kBFloat16, kernels::HalfGemmPath::kNative);
+  EXPECT_EQ(state.value(key, ""), first_name) << state.dump();
+  use(false);
   {
-    Trainer t(native);
+    Trainer t(other);
     t.setup();
     t.train();
     t.finish();
   }
-  EXPECT_NE(losses(whole.output.dir), losses(native.output.dir)) << "the two paths sum alike at this size";
+  EXPECT_NE(losses(whole.output.dir), losses(other.output.dir)) << "the two paths sum alike at this size";
 
   fs::create_directories(part.output.dir + "/checkpoints");
   fs::copy(whole.output.dir + "/checkpoints/step-000003", part.output.dir + "/checkpoints/step-000003",
@@ -246,7 +246,7 @@ TEST(TrainerTest, Bf16ResumeKeepsTheCheckpointsGemmPath) {
     std::string line;
     for (int i = 0; i < 3 && std::getline(in, line); ++i) m << line << "\n";
   }
-  Trainer resumed(part);  // this process would now run native: the checkpoint says float
+  Trainer resumed(part);  // this process would now run the other path: the checkpoint says the first
   resumed.setup();
   ASSERT_EQ(resumed.step(), 3);
   resumed.train();
@@ -254,6 +254,26 @@ TEST(TrainerTest, Bf16ResumeKeepsTheCheckpointsGemmPath) {
   EXPECT_EQ(losses(whole.output.dir), losses(part.output.dir));
   expect_same_tensors(whole.output.dir + "/adapter/adapter_model.safetensors",
                       part.output.dir + "/adapter/adapter_model.safetensors");
+}
+
+// bf16: the 16-bit GEMMs widened to fp32 (kernels/half_gemm.h) or native.
+TEST(TrainerTest, Bf16ResumeKeepsTheCheckpointsGemmPath) {
+  struct Reset {
+    ~Reset() { kernels::reset_half_gemm_paths_for_testing(); }
+  } reset;
+  expect_resume_keeps_gemm_path("trainer_half_gemm", core::DType::kBF16, "half_gemm", "float", [](bool first) {
+    kernels::set_half_gemm_path(at::kBFloat16, first ? kernels::HalfGemmPath::kFloat : kernels::HalfGemmPath::kNative);
+  });
+}
+
+// fp32: oneDNN's or BLAS's GEMMs (kernels/cpu_gemm.h).
+TEST(TrainerTest, Fp32ResumeKeepsTheCheckpointsGemmLibrary) {
+  struct Reset {
+    ~Reset() { kernels::reset_cpu_gemm_path_for_testing(); }
+  } reset;
+  expect_resume_keeps_gemm_path("trainer_fp32_gemm", core::DType::kF32, "fp32_gemm", "onednn", [](bool first) {
+    kernels::set_cpu_gemm_path(first ? kernels::CpuGemmPath::kOneDnn : kernels::CpuGemmPath::kBlas);
+  });
 }
 
 TEST(TrainerTest, CheckpointRetentionAndRecovery) {

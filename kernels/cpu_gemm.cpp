@@ -1,0 +1,152 @@
+// The CPU fp32 GEMM path: measured once, or fixed by FREEHOLD_FP32_GEMM; see cpu_gemm.h.
+#include "kernels/cpu_gemm.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
+#include <ATen/core/grad_mode.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/randn.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "kernels/rms_norm.h"  // fused_kernels_enabled
+
+// ATen's oneDNN matmul: result = beta · result + alpha · mat1·mat2 for 2-D (or batched 3-D) CPU tensors of one
+// dtype (fp32, bf16, fp16), contiguous or transposed, result contiguous. Declared in
+// aten/src/ATen/native/mkldnn/Matmul.h, which the torch wheel does not install; the function is exported from
+// libtorch_cpu (TORCH_API), and torch is pinned (scripts/python-requirements.txt), so a changed signature fails the
+// link rather than a run.
+namespace at::native {
+TORCH_API void mkldnn_matmul(const at::Tensor& mat1, const at::Tensor& mat2, const at::Tensor& result, float beta,
+                             float alpha);
+}  // namespace at::native
+
+namespace freehold::kernels {
+namespace {
+
+// oneDNN must beat BLAS by this factor in the measurement to be chosen.
+constexpr double kOneDnnMargin = 1.2;
+
+std::mutex g_mutex;
+std::optional<CpuGemmPath> g_path;
+
+// Whether oneDNN's matmul takes these operands as they are: contiguous, or a transposed contiguous matrix.
+bool plain_or_transposed(const at::Tensor& t) {
+  return t.is_contiguous() || (t.stride(0) == 1 && t.stride(1) == std::max<int64_t>(t.size(0), 1));
+}
+
+void onednn_gemm_out(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b) {
+  at::native::mkldnn_matmul(plain_or_transposed(a) ? a : a.contiguous(), plain_or_transposed(b) ? b : b.contiguous(),
+                            out, /*beta=*/0.0f, /*alpha=*/1.0f);
+}
+
+double seconds_of_best(int reps, const auto& run) {
+  double best = 1e30;
+  for (int i = 0; i < reps; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    run();
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  return best;
+}
+
+CpuGemmPath measure(int64_t C) {
+  if (!at::hasMKLDNN()) return CpuGemmPath::kBlas;
+  at::NoGradGuard no_grad;
+  C = std::clamp<int64_t>(C, 256, 2048);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(4321);
+  const auto f32 = at::TensorOptions().dtype(at::kFloat);
+  const at::Tensor x = at::randn({256, C}, gen, f32), w = at::randn({C, C}, gen, f32);
+  const at::Tensor y = at::empty({256, C}, f32);
+  at::Tensor y_out = y;
+  const auto blas = [&] { at::mm_out(y_out, x, w.t()); };
+  const auto onednn = [&] { onednn_gemm_out(y, x, w.t()); };
+  blas();
+  onednn();  // warm both (oneDNN builds its kernel on first use)
+  double t_blas = 1e30, t_onednn = 1e30;
+  for (int round = 0; round < 3; ++round) {  // interleaved: another process's burst slows both alike
+    t_blas = std::min(t_blas, seconds_of_best(2, blas));
+    t_onednn = std::min(t_onednn, seconds_of_best(2, onednn));
+  }
+  const CpuGemmPath path = t_blas > kOneDnnMargin * t_onednn ? CpuGemmPath::kOneDnn : CpuGemmPath::kBlas;
+  core::log_info("fp32 CPU GEMMs: ", std::string(cpu_gemm_path_name(path)), " (a (256, ", C, ") x (", C, ", ", C,
+                 ") GEMM: BLAS ", t_blas * 1e3, " ms, oneDNN ", t_onednn * 1e3,
+                 " ms; FREEHOLD_FP32_GEMM=blas|onednn overrides)");
+  return path;
+}
+
+}  // namespace
+
+std::string_view cpu_gemm_path_name(CpuGemmPath path) { return path == CpuGemmPath::kOneDnn ? "onednn" : "blas"; }
+
+std::optional<CpuGemmPath> cpu_gemm_path_from_name(std::string_view name) {
+  if (name == "blas") return CpuGemmPath::kBlas;
+  if (name == "onednn") return CpuGemmPath::kOneDnn;
+  return std::nullopt;
+}
+
+CpuGemmPath cpu_gemm_path(int64_t C) {
+  const std::lock_guard<std::mutex> lock(g_mutex);
+  if (g_path) return *g_path;
+  if (const char* env = std::getenv("FREEHOLD_FP32_GEMM"); env != nullptr && *env != '\0') {
+    const std::string value(env);
+    FH_CHECK(cpu_gemm_path_from_name(value).has_value(), "FREEHOLD_FP32_GEMM=", value,
+             ": accepted values are blas (ATen's BLAS, MKL) and onednn (oneDNN's matmul); unset it to let freehold "
+             "measure which is faster");
+    FH_CHECK(value != "onednn" || at::hasMKLDNN(), "FREEHOLD_FP32_GEMM=onednn: this libtorch was built without oneDNN");
+    g_path = cpu_gemm_path_from_name(value);
+  } else {
+    g_path = measure(C);
+  }
+  return *g_path;
+}
+
+void set_cpu_gemm_path(CpuGemmPath path) {
+  const std::lock_guard<std::mutex> lock(g_mutex);
+  g_path = path;
+}
+
+void reset_cpu_gemm_path_for_testing() {
+  const std::lock_guard<std::mutex> lock(g_mutex);
+  g_path.reset();
+}
+
+const at::Tensor& gemm_out(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, int64_t C) {
+  TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && out.dim() == 2 && a.size(1) == b.size(0) && out.size(0) == a.size(0) &&
+                  out.size(1) == b.size(1),
+              "gemm_out: a ", a.sizes(), " · b ", b.sizes(), " into out ", out.sizes());
+  const bool onednn_eligible = a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat &&
+                               out.scalar_type() == at::kFloat && a.device().is_cpu() && b.device().is_cpu() &&
+                               out.device().is_cpu() && out.is_contiguous() && a.numel() > 0 && b.numel() > 0 &&
+                               fused_kernels_enabled();
+  if (onednn_eligible && cpu_gemm_path(C) == CpuGemmPath::kOneDnn) {
+    onednn_gemm_out(out, a, b);
+  } else {
+    at::Tensor result = out;  // a handle to the same tensor: mm_out takes a mutable reference
+    at::mm_out(result, a, b);
+  }
+  return out;
+}
+
+at::Tensor gemm(const at::Tensor& a, const at::Tensor& b, int64_t C) {
+  const at::Tensor out = at::empty({a.size(0), b.size(1)}, a.options().memory_format(at::MemoryFormat::Contiguous));
+  gemm_out(out, a, b, C);
+  return out;
+}
+
+at::Tensor gemm_linear(const at::Tensor& x, const at::Tensor& weight) {
+  const int64_t in = weight.size(1), out = weight.size(0);
+  std::vector<int64_t> sizes(x.sizes().begin(), x.sizes().end());
+  sizes.back() = out;
+  return gemm(x.reshape({-1, in}), weight.t(), in).view(sizes);
+}
+
+}  // namespace freehold::kernels
