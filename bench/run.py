@@ -306,6 +306,9 @@ def main() -> int:
     ap.add_argument("--only", nargs="+", choices=["train", "loader", "export", "prepare", "dist"],
                     default=["train", "loader", "export", "prepare", "dist"])
     ap.add_argument("--no-docs", action="store_true", help="write the JSON only")
+    ap.add_argument("--add", action="store_true",
+                    help="add this run's training grid points to the day's results (a point measured again replaces "
+                         "the earlier one) instead of replacing them: a grid measured in several runs")
     ap.add_argument("--render", action="store_true",
                     help="rewrite the docs section and chart from the day's results JSON without running anything")
     args = ap.parse_args()
@@ -363,6 +366,13 @@ def main() -> int:
                     result[part]["run"] = this_run
             for key in ("command", "wall_s", "load_average", "machine"):
                 result[key] = earlier[key]
+        elif args.add and "train" in earlier:
+            key_of = lambda c: (c["model"], c["seq_len"], c["dtype"], c["threads"])
+            measured = {key_of(c) for c in result["train"]}
+            result["train"] = [c for c in earlier["train"] if key_of(c) not in measured] + result["train"]
+            result["command"] = f"{earlier['command']}; then {result['command']}"
+            result["wall_s"] += earlier["wall_s"]
+            result["load_average"] = [earlier["load_average"][0], result["load_average"][-1]]
         for key in ("train", "formula", "jobs", "loader", "export", "prepare", "dist"):
             if key not in result and key in earlier:
                 result[key] = earlier[key]
