@@ -193,7 +193,8 @@ def markdown(result: dict, chart_name: str) -> str:
         f"measured steps of every round (\"by round\": the ratio of each round alone); "
         f"{result.get('jobs', 1)} grid point(s) at a time. Peak RSS: the whole process (GNU time), "
         "load included. MFU: FLOPs per token (formula in the MFU section) × tokens per CPU-second ÷ the best "
-        "torch.mm rate per CPU-second measured on this machine in the same dtype and thread count (the wall-clock "
+        "GEMM rate per CPU-second measured on this machine in the same dtype and thread count, torch.mm's or oneDNN's "
+        "linear's, whichever is faster (the wall-clock "
         "MFU is in the JSON; on a loaded machine it means little).",
         "",
         f"![tokens/s and peak RSS ratios]({chart_name})",
@@ -282,17 +283,21 @@ def render(args) -> int:
     result = json.loads(path.read_text())
     peaks: dict = {}
     for c in result["train"]:
-        if "matmul_peak_flops_per_cpu_s" in c:
+        if "matmul_peak_kernel" in c:
             continue
-        # Results from before the CPU-time peak was measured: measure it now, on the same machine.
+        # Results from before the peak took the faster of torch.mm and oneDNN (or before the CPU-time peak was
+        # measured at all): measure it now, on the same machine.
         key = (c["dtype"], c["threads"])
         if key not in peaks:
             env = dict(os.environ, OMP_NUM_THREADS=str(c["threads"]), MKL_NUM_THREADS=str(c["threads"]))
             peaks[key] = train_bench.matmul_peak(c["dtype"], c["threads"], env)
         c["matmul_peak_flops_per_cpu_s"] = peaks[key]["flops_per_cpu_s"]
+        c["matmul_peak_flops_per_s"] = peaks[key]["flops_per_s"]
+        c["matmul_peak_kernel"] = peaks[key]["kernel"] + " (measured by --render)"
         for side in ("freehold", "peft"):
             s = c[side]
             s["mfu_cpu"] = s["tokens_per_cpu_s"] * c["flops_per_token"] / c["matmul_peak_flops_per_cpu_s"]
+            s["mfu"] = s["tokens_per_s"] * c["flops_per_token"] / c["matmul_peak_flops_per_s"]
     path.write_text(json.dumps(result, indent=1) + "\n")
     write_chart_and_docs(result, date, args.quick)
     return 0

@@ -111,13 +111,23 @@ import json, sys, time, torch
 dtype, threads, n = getattr(torch, sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 torch.set_num_threads(threads)
 a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-torch.mm(a, b)
-best, best_cpu = float("inf"), float("inf")
-for _ in range(5):
-    t, c = time.perf_counter(), time.process_time()
-    torch.mm(a, b)
-    best, best_cpu = min(best, time.perf_counter() - t), min(best_cpu, time.process_time() - c)
-print(json.dumps({"flops_per_s": 2 * n ** 3 / best, "flops_per_cpu_s": 2 * n ** 3 / best_cpu, "n": n}))
+# The best GEMM this libtorch has for the dtype: its BLAS (torch.mm) or oneDNN (the op inductor's CPU linears use,
+# a·bᵀ), whichever is faster here; MKL leaves AVX-512 unused on AMD CPUs, where oneDNN is twice as fast in fp32.
+kernels = {"torch.mm": lambda: torch.mm(a, b)}
+if torch.backends.mkldnn.is_available():
+    kernels["mkldnn._linear_pointwise"] = lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+result = {"n": n}
+for name, run in kernels.items():
+    run()
+    best, best_cpu = float("inf"), float("inf")
+    for _ in range(5):
+        t, c = time.perf_counter(), time.process_time()
+        run()
+        best, best_cpu = min(best, time.perf_counter() - t), min(best_cpu, time.process_time() - c)
+    result[name] = {"flops_per_s": 2 * n ** 3 / best, "flops_per_cpu_s": 2 * n ** 3 / best_cpu}
+top = max((k for k in result if k != "n"), key=lambda k: result[k]["flops_per_cpu_s"])
+result.update(result[top], kernel=top)
+print(json.dumps(result))
 """
 
 
@@ -229,7 +239,8 @@ def run_peft(base: Path, batches: Path, case: dict, env: dict) -> dict:
 
 
 def matmul_peak(dtype: str, threads: int, env: dict, n: int = 2048) -> dict:
-    """{"flops_per_s": wall rate, "flops_per_cpu_s": rate per CPU-second of the process} of the best torch.mm."""
+    """{"flops_per_s": wall rate, "flops_per_cpu_s": rate per CPU-second of the process, "kernel": which} of the
+    fastest of torch.mm and oneDNN's linear, each kernel's own rates under its name."""
     out = subprocess.run([sys.executable, "-c", MATMUL_PEAK, TORCH_DTYPE[dtype], str(threads), str(n)], env=env,
                          capture_output=True, text=True, check=True).stdout
     return json.loads(out)
@@ -284,7 +295,7 @@ def run_case(case: dict, freehold: Path, work: Path, peaks: dict, log=print) -> 
     fh, pf = pool_rounds(fh_rounds, case["warmup"]), pool_rounds(pf_rounds, case["warmup"])
     result = dict(case, tokens_per_step=tokens, flops_per_token=flops["per_token"], flops_parts=flops["parts"],
                   matmul_peak_flops_per_s=peaks[key]["flops_per_s"],
-                  matmul_peak_flops_per_cpu_s=peaks[key]["flops_per_cpu_s"], load_average=[load_before, os.getloadavg()[0]],
+                  matmul_peak_flops_per_cpu_s=peaks[key]["flops_per_cpu_s"], matmul_peak_kernel=peaks[key]["kernel"], load_average=[load_before, os.getloadavg()[0]],
                   adapter_params=pf["adapter_params"])
     result["freehold"] = summarize(fh, case["warmup"], tokens, flops["per_token"], peaks[key])
     result["peft"] = summarize(pf, case["warmup"], tokens, flops["per_token"], peaks[key])

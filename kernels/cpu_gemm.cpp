@@ -9,7 +9,6 @@
 #include <ATen/ops/randn.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdlib>
 #include <mutex>
 #include <string>
@@ -17,6 +16,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "kernels/interleaved_timing.h"
 #include "kernels/rms_norm.h"  // fused_kernels_enabled
 
 // ATen's oneDNN matmul: result = beta · result + alpha · mat1·mat2 for 2-D (or batched 3-D) CPU tensors of one
@@ -48,16 +48,6 @@ void onednn_gemm_out(const at::Tensor& out, const at::Tensor& a, const at::Tenso
                             out, /*beta=*/0.0f, /*alpha=*/1.0f);
 }
 
-double seconds_of_best(int reps, const auto& run) {
-  double best = 1e30;
-  for (int i = 0; i < reps; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    run();
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  }
-  return best;
-}
-
 CpuGemmPath measure(int64_t C) {
   if (!at::hasMKLDNN()) return CpuGemmPath::kBlas;
   at::NoGradGuard no_grad;
@@ -69,17 +59,11 @@ CpuGemmPath measure(int64_t C) {
   at::Tensor y_out = y;
   const auto blas = [&] { at::mm_out(y_out, x, w.t()); };
   const auto onednn = [&] { onednn_gemm_out(y, x, w.t()); };
-  blas();
-  onednn();  // warm both (oneDNN builds its kernel on first use)
-  double t_blas = 1e30, t_onednn = 1e30;
-  for (int round = 0; round < 3; ++round) {  // interleaved: another process's burst slows both alike
-    t_blas = std::min(t_blas, seconds_of_best(2, blas));
-    t_onednn = std::min(t_onednn, seconds_of_best(2, onednn));
-  }
+  const auto [t_blas, t_onednn] = best_interleaved_seconds(blas, onednn);
   const CpuGemmPath path = t_blas > kOneDnnMargin * t_onednn ? CpuGemmPath::kOneDnn : CpuGemmPath::kBlas;
   core::log_info("fp32 CPU GEMMs: ", std::string(cpu_gemm_path_name(path)), " (a (256, ", C, ") x (", C, ", ", C,
                  ") GEMM: BLAS ", t_blas * 1e3, " ms, oneDNN ", t_onednn * 1e3,
-                 " ms; FREEHOLD_FP32_GEMM=blas|onednn overrides)");
+                 " ms; FREEHOLD_FP32_GEMM=onednn|blas fixes it)");
   return path;
 }
 
@@ -96,15 +80,20 @@ std::optional<CpuGemmPath> cpu_gemm_path_from_name(std::string_view name) {
 CpuGemmPath cpu_gemm_path(int64_t C) {
   const std::lock_guard<std::mutex> lock(g_mutex);
   if (g_path) return *g_path;
-  if (const char* env = std::getenv("FREEHOLD_FP32_GEMM"); env != nullptr && *env != '\0') {
-    const std::string value(env);
+  const char* env = std::getenv("FREEHOLD_FP32_GEMM");
+  const std::string value = env != nullptr ? env : "";
+  if (value.empty()) {
+    // Not measured by default: a timing near the margin would let two runs of one config pick differently, and
+    // their losses would differ in rounding.
+    g_path = at::hasMKLDNN() ? CpuGemmPath::kOneDnn : CpuGemmPath::kBlas;
+  } else if (value == "auto") {
+    g_path = measure(C);
+  } else {
     FH_CHECK(cpu_gemm_path_from_name(value).has_value(), "FREEHOLD_FP32_GEMM=", value,
-             ": accepted values are blas (ATen's BLAS, MKL) and onednn (oneDNN's matmul); unset it to let freehold "
-             "measure which is faster");
+             ": accepted values are onednn (oneDNN's matmul, the default), blas (ATen's BLAS, MKL) and auto (time "
+             "both at start-up and take the faster)");
     FH_CHECK(value != "onednn" || at::hasMKLDNN(), "FREEHOLD_FP32_GEMM=onednn: this libtorch was built without oneDNN");
     g_path = cpu_gemm_path_from_name(value);
-  } else {
-    g_path = measure(C);
   }
   return *g_path;
 }

@@ -3,8 +3,8 @@
 // (measured on one Zen 5 core: 98-112 GFLOP/s), while oneDNN chooses by instruction set (242-250 GFLOP/s on the same
 // core and shapes). On Intel CPUs the two are close. Both compute in fp32 and accumulate in fp32 (oneDNN's strict
 // fp32 math: no bf16 or tf32 shortcut unless torch's float32 matmul precision asks for one), so they differ in
-// summation order only; this measures both once on a GEMM of the model's width and takes oneDNN only where it is
-// clearly faster.
+// summation order only. oneDNN is the default wherever libtorch has it: a choice by timing would make two runs of
+// one config on a loaded machine differ in rounding, and oneDNN is at least on par with MKL where MKL is at its best.
 //
 //   blas    at::mm / at::linear
 //   onednn  ATen's oneDNN matmul (at::native::mkldnn_matmul), written into the output in place
@@ -27,14 +27,14 @@ enum class CpuGemmPath { kBlas, kOneDnn };
 std::string_view cpu_gemm_path_name(CpuGemmPath path);  // "blas" | "onednn"
 std::optional<CpuGemmPath> cpu_gemm_path_from_name(std::string_view name);
 
-// The path: FREEHOLD_FP32_GEMM=blas|onednn when set (anything else is an error naming the variable and the value),
-// else measured once: both timed on a (256, C)·(C, C)ᵀ fp32 GEMM, interleaved, oneDNN chosen only when at least
-// 1.2x faster. blas when this libtorch has no oneDNN. Logged once. Thread-safe.
+// The path: FREEHOLD_FP32_GEMM=onednn|blas when set; =auto measures once (both timed on a (256, C)·(C, C)ᵀ fp32
+// GEMM, interleaved, oneDNN chosen only when at least 1.2x faster; logged); anything else is an error naming the
+// variable and the value. Unset: onednn, or blas when this libtorch has no oneDNN. Thread-safe.
 CpuGemmPath cpu_gemm_path(int64_t C = 1024);
 
 // Tests and the trainer's resume: fix the path (replaces the measurement and the environment).
 void set_cpu_gemm_path(CpuGemmPath path);
-// Tests only: forget the chosen path, so the next call reads FREEHOLD_FP32_GEMM or measures again.
+// Tests only: forget the chosen path, so the next call reads FREEHOLD_FP32_GEMM again.
 void reset_cpu_gemm_path_for_testing();
 
 // out = a·b for 2-D a (M, K), b (K, N), out (M, N) contiguous, all of one dtype and device; a and b may be

@@ -6,9 +6,9 @@
 #include <ATen/ops/linear.h>
 #include <ATen/ops/matmul.h>
 #include <ATen/ops/randn.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -19,6 +19,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "kernels/cpu_gemm.h"
+#include "kernels/interleaved_timing.h"
 #include "kernels/rms_norm.h"  // fused_kernels_enabled
 
 namespace freehold::kernels {
@@ -32,16 +33,6 @@ constexpr double kFloatMargin = 1.2;
 std::mutex g_mutex;
 std::map<at::ScalarType, HalfGemmPath> g_paths;
 
-double seconds_of_best(int reps, const auto& run) {
-  double best = 1e30;
-  for (int i = 0; i < reps; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    run();
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  }
-  return best;
-}
-
 HalfGemmPath measure(at::ScalarType dtype, int64_t C) {
   at::NoGradGuard no_grad;
   C = std::clamp<int64_t>(C, 256, 2048);
@@ -50,14 +41,7 @@ HalfGemmPath measure(at::ScalarType dtype, int64_t C) {
   const at::Tensor x = at::randn({256, C}, gen, f32).to(dtype), w = at::randn({C, C}, gen, f32).to(dtype);
   const auto native = [&] { (void)at::linear(x, w); };
   const auto widened = [&] { (void)at::linear(x.to(at::kFloat), w.to(at::kFloat)).to(dtype); };
-  native();
-  widened();  // warm both (oneDNN builds its kernels on first use)
-  // Interleaved rounds, the best of each: another process's burst slows both alike.
-  double t_native = 1e30, t_float = 1e30;
-  for (int round = 0; round < 3; ++round) {
-    t_native = std::min(t_native, seconds_of_best(2, native));
-    t_float = std::min(t_float, seconds_of_best(2, widened));
-  }
+  const auto [t_native, t_float] = best_interleaved_seconds(native, widened);
   const HalfGemmPath path = t_native > kFloatMargin * t_float ? HalfGemmPath::kFloat : HalfGemmPath::kNative;
   core::log_info("16-bit CPU GEMMs (", std::string(c10::toString(dtype)), "): ", std::string(half_gemm_path_name(path)),
                  " (a (256, ", C, ") x (", C, ", ", C, ") GEMM: native ", t_native * 1e3, " ms, via float32 ",
@@ -144,6 +128,40 @@ at::Tensor frozen_linear_input_grad(const at::Tensor& dy, const at::Tensor& weig
   if (cpu_fp32(dy, weight) && rows > 0) return gemm(dy.reshape({-1, out}), weight, in).view(sizes);
   if (!use_float_gemm(dy, weight, rows)) return at::matmul(dy, weight);
   return gemm(dy.reshape({-1, out}).to(at::kFloat), weight.to(at::kFloat), in).view(sizes).to(dy.scalar_type());
+}
+
+namespace {
+
+// The bias travels outside the argument list that autograd inspects (it needs a device for every tensor argument,
+// and the bias may be undefined); it is frozen, so it gets no gradient.
+struct FrozenBias {
+  at::Tensor bias;  // (out) or undefined
+};
+
+class FrozenLinearFunction : public torch::autograd::Function<FrozenLinearFunction> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
+                            FrozenBias frozen) {
+    ctx->save_for_backward({weight});
+    return frozen_linear(x, weight, frozen.bias);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    const at::Tensor weight = ctx->get_saved_variables()[0];
+    return {frozen_linear_input_grad(grad_outputs[0], weight), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+at::Tensor frozen_linear_differentiable(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  const bool frozen = !weight.requires_grad() && (!bias.defined() || !bias.requires_grad());
+  if (!fused_kernels_enabled() || !frozen || x.dim() < 1 || weight.dim() != 2 || x.size(-1) != weight.size(1)) {
+    return at::linear(x, weight, bias);  // and its own errors for mismatched shapes
+  }
+  if (at::GradMode::is_enabled() && x.requires_grad()) return FrozenLinearFunction::apply(x, weight, FrozenBias{bias});
+  return frozen_linear(x, weight, bias);
 }
 
 }  // namespace freehold::kernels

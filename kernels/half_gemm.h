@@ -47,4 +47,10 @@ at::Tensor frozen_linear(const at::Tensor& x, const at::Tensor& weight, const at
 // dx = dy·weight, dy (..., out), weight (out, in) → (..., in) in dy's dtype: a frozen projection's input gradient.
 at::Tensor frozen_linear_input_grad(const at::Tensor& dy, const at::Tensor& weight);
 
+// A projection without an adapter, differentiable in x: frozen_linear forward and frozen_linear_input_grad backward
+// in one autograd node (which keeps only the weight), so that the plain projections of a model whose adapters
+// target a few modules take the same GEMM paths as the adapted ones. at::linear itself when the fused kernels are
+// off (kernels::fused_kernels_enabled()) or the weight or bias needs a gradient.
+at::Tensor frozen_linear_differentiable(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
+
 }  // namespace freehold::kernels

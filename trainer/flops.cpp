@@ -14,6 +14,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/error.h"
+#include "kernels/cpu_gemm.h"
+#include "kernels/rms_norm.h"  // fused_kernels_enabled
 
 namespace freehold::trainer {
 
@@ -51,7 +53,7 @@ PeakFlops matmul_peak_flops(c10::ScalarType dtype, const c10::Device& device, do
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(0);
   const at::Tensor a = at::randn({n, n}, generator).to(dtype).to(device);
   const at::Tensor b = at::randn({n, n}, generator).to(dtype).to(device);
-  at::Tensor c = at::mm(a, b);  // warm-up: thread pool, packing buffers, GPU kernel selection
+  at::Tensor c = kernels::gemm(a, b);  // warm-up: thread pool, packing buffers, GPU kernel selection
   auto wait = [&] {
     if (!cpu) (void)c.flatten().narrow(0, 0, 1).cpu();
   };
@@ -62,14 +64,17 @@ PeakFlops matmul_peak_flops(c10::ScalarType dtype, const c10::Device& device, do
   // At least 10 repeats: on a shared machine the best of a few can all be slowed by other processes.
   while (repeats < 10 || std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < seconds) {
     const auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < burst; ++i) c = at::mm(a, b);
+    for (int i = 0; i < burst; ++i) c = kernels::gemm(a, b);
     wait();
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (dt > 0) best = std::max(best, 2.0 * burst * n * n * n / dt);
     if (++repeats > 10000) break;
   }
-  return {best, cpu ? absl::StrFormat("at::mm %dx%d %s, best of %d, %d threads", n, n, c10::toString(dtype), repeats,
-                                      at::get_num_threads())
+  return {best, cpu ? absl::StrFormat("%s GEMM %dx%d %s, best of %d, %d threads",
+                                      dtype == c10::kFloat && kernels::fused_kernels_enabled()
+                                          ? kernels::cpu_gemm_path_name(kernels::cpu_gemm_path())
+                                                           : "ATen",
+                                      n, n, c10::toString(dtype), repeats, at::get_num_threads())
                     : absl::StrFormat("at::mm %dx%d %s on %s, best of %d bursts of %d", n, n, c10::toString(dtype),
                                       device.str(), repeats, burst)};
 }

@@ -17,8 +17,9 @@
 // activation checkpointing recomputes (that is hardware FLOPs, not model FLOPs). The same formula in Python:
 //   4 * N + 6 * N_lora + 12 * L * H * D * T         (docs/benchmarks.md, "MFU")
 //
-// The peak is measured at start-up: the best rate of a square at::mm in the compute dtype over ~0.3 s, on the
-// threads LibTorch uses. FREEHOLD_PEAK_TFLOPS (a number, TFLOP/s) replaces the measurement, e.g. with a GPU's
+// The peak is measured at start-up: the best rate of a square GEMM in the compute dtype over ~0.3 s, on the
+// threads LibTorch uses, through the GEMM path the run itself uses (kernels::gemm: oneDNN or BLAS for fp32 on the
+// CPU, kernels/cpu_gemm.h; at::mm otherwise). FREEHOLD_PEAK_TFLOPS (a number, TFLOP/s) replaces the measurement, e.g. with a GPU's
 // datasheet figure.
 #pragma once
 
@@ -44,7 +45,7 @@ struct PeakFlops {
 };
 
 // FREEHOLD_PEAK_TFLOPS when set (a positive number, else a UsageError naming the value), otherwise the
-// at::mm microbenchmark in `dtype` on the CPU for about `seconds`.
+// GEMM microbenchmark in `dtype` on `device` for about `seconds`.
 PeakFlops matmul_peak_flops(c10::ScalarType dtype, const c10::Device& device = c10::Device(c10::kCPU),
                             double seconds = 0.3);
 

@@ -4,9 +4,10 @@ with the tiny random-weight Llama of examples/demo_reference.py and the bundled 
 - Equivalence: 2 ranks of micro-batch b (and 4 ranks of b/2) give the loss and the gradient norm of every step of
   1 rank with micro-batch 2b within 1e-6 relative (gradient accumulation on, so only the last micro-batch
   communicates, bucket reductions started during its backward pass; the rank shares of data/sampler.h make the
-  global batches the same rows), and at a usual LoRA learning rate (2e-4) every adapter tensor within 1e-6
-  relative (‖Δ‖/‖tensor‖; measured ≤ 7e-7 per tensor, 2.4e-8 for the whole adapter). The gradients differ only
-  in fp32 summation order (~1e-7), but AdamW divides each element by sqrt(v) + eps, so an element whose gradient
+  global batches the same rows), and at a usual LoRA learning rate (2e-4) every adapter tensor within 2e-6
+  relative (‖Δ‖/‖tensor‖; measured ≤ 7e-7 per tensor with BLAS GEMMs, ≤ 1.04e-6 with oneDNN's, the default on the
+  CPU: oneDNN blocks a GEMM by its row count, so a rank's smaller micro-batch sums its frozen GEMMs in another order
+  than one rank's larger one, kernels/cpu_gemm.h). The gradients differ only in fp32 summation order (~1e-7), but AdamW divides each element by sqrt(v) + eps, so an element whose gradient
   is a near-zero sum of cancelling terms moves by up to lr / (4·eps) times its rounding noise: at the stress rate
   1e-2 (50x) single tensors differ by up to 4.7e-6 and the whole adapter by 1.8e-6 after 6 steps, tested at 1e-5.
 - Resume under 2 ranks (dropout on: every rank's RNG stream is restored) is bit-identical to an uninterrupted run.
@@ -71,7 +72,17 @@ class DistTrainTest(unittest.TestCase):
             raise AssertionError(f"{FREEHOLD_BIN} is missing: build the freehold target first")
         if shutil.which("mpirun") is None:
             raise AssertionError("mpirun is missing: install Open MPI (scripts/bootstrap.sh)")
+        # The runs cached under WORK (the 1-rank references, the whole 2-rank run) belong to one binary: a rebuilt
+        # freehold starts them afresh, or its results would be compared with an older build's.
+        stamp = WORK / "freehold.stamp"
+        binary = FREEHOLD_BIN.stat()
+        this_binary = f"{FREEHOLD_BIN.resolve()} {binary.st_size} {binary.st_mtime_ns}\n"
+        if stamp.exists() and stamp.read_text() != this_binary:
+            for cached in WORK.iterdir():
+                if cached.name != "tiny-llama":
+                    shutil.rmtree(cached, ignore_errors=True) if cached.is_dir() else cached.unlink()
         WORK.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(this_binary)
         cls.model = WORK / "tiny-llama"
         if not (cls.model / "tokenizer.json").exists():
             subprocess.run([sys.executable, str(REPO / "examples" / "demo_reference.py"), "prepare", "--text",
@@ -147,7 +158,7 @@ class DistTrainTest(unittest.TestCase):
 
     def assert_equivalent(self, ranks: int, lr: float):
         """ranks × micro-batch 4/ranks against 1 rank × 4 at learning rate lr: the loss and gradient norm of every
-        step within 1e-6 relative; the adapter within 1e-6 relative per tensor (‖Δ‖/‖tensor‖) at a LoRA learning
+        step within 1e-6 relative; the adapter within 2e-6 relative per tensor (‖Δ‖/‖tensor‖) at a LoRA learning
         rate, within 1e-5 for the whole adapter at the stress rate 1e-2 (see the module docstring)."""
         base = WORK / f"equiv-1-lr{lr:g}"
         if not (base / "adapter" / "adapter_model.safetensors").exists():
@@ -169,7 +180,7 @@ class DistTrainTest(unittest.TestCase):
         if lr <= LORA_LR:
             for k in sorted(a):
                 relative = ((a[k] - b[k]).norm() / a[k].norm()).item()
-                self.assertLessEqual(relative, 1e-6, f"{k} with {ranks} ranks at lr {lr:g}")
+                self.assertLessEqual(relative, 2e-6, f"{k} with {ranks} ranks at lr {lr:g}")
         else:
             whole_a = torch.cat([a[k].flatten() for k in sorted(a)])
             whole_b = torch.cat([b[k].flatten() for k in sorted(a)])

@@ -124,13 +124,17 @@ TEST_F(CpuGemmTest, EnvironmentChoosesAndBadValuesAreNamed) {
     EXPECT_NE(message.find("blas"), std::string::npos) << message;
     EXPECT_NE(message.find("onednn"), std::string::npos) << message;
   }
-  // Unset, the path is measured, and the answer is kept.
-  unsetenv("FREEHOLD_FP32_GEMM");
+  // auto measures, and the answer is kept.
+  setenv("FREEHOLD_FP32_GEMM", "auto", 1);
   reset_cpu_gemm_path_for_testing();
   const CpuGemmPath measured = cpu_gemm_path(256);
   EXPECT_EQ(cpu_gemm_path(256), measured);
   EXPECT_EQ(cpu_gemm_path_from_name(cpu_gemm_path_name(measured)), measured);
   EXPECT_FALSE(cpu_gemm_path_from_name("BLAS").has_value());
+  // Unset: oneDNN (this libtorch has it), the same in every run.
+  unsetenv("FREEHOLD_FP32_GEMM");
+  reset_cpu_gemm_path_for_testing();
+  EXPECT_EQ(cpu_gemm_path(), CpuGemmPath::kOneDnn);
 }
 
 }  // namespace

@@ -13,6 +13,8 @@
 
 #include <atomic>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -24,7 +26,10 @@
 namespace freehold::model {
 namespace {
 
-// Wraps LibTorch's CPU allocator and counts the bytes currently allocated through it.
+// Wraps LibTorch's CPU allocator and counts the bytes currently allocated through it. Each DataPtr's context is its
+// data pointer, as the default CPU allocator's is: oneDNN's scratchpads come through raw_allocate, which asserts that
+// (kernels/cpu_gemm.h). The blocks live in a process-wide table by pointer, each with the counter of the allocator
+// that made it, so a tensor may outlive its allocator (a step's gradients do).
 class CountingAllocator : public c10::Allocator {
  public:
   explicit CountingAllocator(c10::Allocator* base) : base_(base) {}
@@ -33,28 +38,46 @@ class CountingAllocator : public c10::Allocator {
     c10::DataPtr inner = base_->allocate(n);
     void* data = inner.get();
     const c10::Device device = inner.device();
-    live_ += static_cast<int64_t>(n);
-    auto* context = new Context{std::move(inner), n, this};
-    return c10::DataPtr(data, context, &CountingAllocator::release, device);
+    *live_ += static_cast<int64_t>(n);
+    Table& t = table();
+    {
+      const std::lock_guard<std::mutex> lock(t.mutex);
+      t.blocks.emplace(data, Block{std::move(inner), n, live_});
+    }
+    return c10::DataPtr(data, data, &CountingAllocator::release, device);
   }
+  c10::DeleterFnPtr raw_deleter() const override { return &CountingAllocator::release; }
   void copy_data(void* dest, const void* src, std::size_t count) const override { base_->copy_data(dest, src, count); }
 
-  int64_t live_bytes() const { return live_.load(); }
+  int64_t live_bytes() const { return live_->load(); }
 
  private:
-  struct Context {
-    c10::DataPtr inner;
+  struct Block {
+    c10::DataPtr inner;  // frees through the base allocator when the block leaves the table
     size_t bytes;
-    CountingAllocator* owner;
+    std::shared_ptr<std::atomic<int64_t>> live;
   };
-  static void release(void* p) {
-    auto* context = static_cast<Context*>(p);
-    context->owner->live_ -= static_cast<int64_t>(context->bytes);
-    delete context;  // frees through the base allocator
+  struct Table {
+    std::mutex mutex;
+    std::map<void*, Block> blocks;
+  };
+  static Table& table() {
+    static Table* t = new Table;  // never destroyed: tensors may be freed during static destruction
+    return *t;
+  }
+  static void release(void* data) {
+    Table& t = table();
+    c10::DataPtr inner;  // freed after the lock is released
+    const std::lock_guard<std::mutex> lock(t.mutex);
+    auto it = t.blocks.find(data);
+    if (it == t.blocks.end()) return;
+    *it->second.live -= static_cast<int64_t>(it->second.bytes);
+    inner = std::move(it->second.inner);
+    t.blocks.erase(it);
   }
 
   c10::Allocator* base_;
-  std::atomic<int64_t> live_{0};
+  std::shared_ptr<std::atomic<int64_t>> live_ = std::make_shared<std::atomic<int64_t>>(0);
 };
 
 // Installs a CountingAllocator as the CPU allocator for the scope (allocations before it are not counted).

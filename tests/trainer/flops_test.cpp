@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "io/safetensors.h"
+#include "kernels/cpu_gemm.h"
 #include "model/transformer.h"
 #include "tests/model/tiny_checkpoint.h"
 #include "trainer/token_batches.h"
@@ -54,7 +55,9 @@ TEST(FlopsTest, PeakIsMeasuredOrTakenFromTheEnvironment) {
   PeakFlops measured = matmul_peak_flops(at::kFloat, c10::Device(c10::kCPU), 0.05);
   EXPECT_GT(measured.flops_per_s, 1e6);
   EXPECT_TRUE(std::isfinite(measured.flops_per_s));
-  EXPECT_NE(measured.source.find("at::mm"), std::string::npos) << measured.source;
+  // fp32 on the CPU names the library the run's GEMMs use (kernels/cpu_gemm.h).
+  const std::string library(kernels::cpu_gemm_path_name(kernels::cpu_gemm_path()));
+  EXPECT_NE(measured.source.find(library + " GEMM 512x512 Float"), std::string::npos) << measured.source;
 
   setenv("FREEHOLD_PEAK_TFLOPS", "2.5", 1);
   EXPECT_EQ(matmul_peak_flops(at::kFloat).flops_per_s, 2.5e12);
