@@ -3,8 +3,9 @@
 // (measured on one Zen 5 core: 98-112 GFLOP/s), while oneDNN chooses by instruction set (242-250 GFLOP/s on the same
 // core and shapes). On Intel CPUs the two are close. Both compute in fp32 and accumulate in fp32 (oneDNN's strict
 // fp32 math: no bf16 or tf32 shortcut unless torch's float32 matmul precision asks for one), so they differ in
-// summation order only. oneDNN is the default wherever libtorch has it: a choice by timing would make two runs of
-// one config on a loaded machine differ in rounding, and oneDNN is at least on par with MKL where MKL is at its best.
+// summation order only. BLAS is the default for now (one CI run crashed inside mkldnn_matmul, not reproduced since;
+// docs/benchmarks.md); FREEHOLD_FP32_GEMM=onednn opts in. Never a timing by default: it would make two runs of one
+// config on a loaded machine differ in rounding.
 //
 //   blas    at::mm / at::linear
 //   onednn  ATen's oneDNN matmul (at::native::mkldnn_matmul), written into the output in place
@@ -29,7 +30,7 @@ std::optional<CpuGemmPath> cpu_gemm_path_from_name(std::string_view name);
 
 // The path: FREEHOLD_FP32_GEMM=onednn|blas when set; =auto measures once (both timed on a (256, C)·(C, C)ᵀ fp32
 // GEMM, interleaved, oneDNN chosen only when at least 1.2x faster; logged); anything else is an error naming the
-// variable and the value. Unset: onednn, or blas when this libtorch has no oneDNN. Thread-safe.
+// variable and the value. Unset: blas. Thread-safe.
 CpuGemmPath cpu_gemm_path(int64_t C = 1024);
 
 // Tests and the trainer's resume: fix the path (replaces the measurement and the environment).

@@ -131,10 +131,10 @@ TEST_F(CpuGemmTest, EnvironmentChoosesAndBadValuesAreNamed) {
   EXPECT_EQ(cpu_gemm_path(256), measured);
   EXPECT_EQ(cpu_gemm_path_from_name(cpu_gemm_path_name(measured)), measured);
   EXPECT_FALSE(cpu_gemm_path_from_name("BLAS").has_value());
-  // Unset: oneDNN (this libtorch has it), the same in every run.
+  // Unset: BLAS, the same in every run.
   unsetenv("FREEHOLD_FP32_GEMM");
   reset_cpu_gemm_path_for_testing();
-  EXPECT_EQ(cpu_gemm_path(), CpuGemmPath::kOneDnn);
+  EXPECT_EQ(cpu_gemm_path(), CpuGemmPath::kBlas);
 }
 
 }  // namespace
