@@ -184,7 +184,7 @@ def markdown(result: dict, chart_name: str) -> str:
         f"Machine: {m['cpu']}, {m['cpus_available']} CPUs available, {m['memory_bytes'] / 2**30:.0f} GiB, shared "
         f"with other jobs (load average {result['load_average'][0]:.1f} at start, {result['load_average'][1]:.1f} "
         f"at end); torch {m['torch']}, transformers {m['transformers']}, peft {m['peft']}; freehold "
-        f"{m['freehold_commit']}.",
+        f"{', '.join(dict.fromkeys(c.get('freehold_commit', m['freehold_commit']) for c in cases))}.",
         "Same work on both sides: random-weight checkpoints of the real shapes stored in the compute dtype, LoRA r 16 "
         "alpha 32 dropout 0.05 on q/k/v/o/gate/up/down of every layer (adapters and AdamW state fp32), the same "
         "token rows (micro-batch 1, every token a target), clip 1.0, AdamW; the same thread count. "
@@ -342,6 +342,8 @@ def main() -> int:
         run = lambda c: train_bench.run_case(c, args.freehold, args.work, peaks, log=lambda s: print(s, flush=True))
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             result["train"] = list(pool.map(run, cases))
+        for c in result["train"]:
+            c["freehold_commit"] = result["machine"]["freehold_commit"]
         result["jobs"] = args.jobs
         result["formula"] = train_bench.lora_train_flops_per_token.__doc__
     if "loader" in args.only:
@@ -374,6 +376,8 @@ def main() -> int:
         elif args.add and "train" in earlier:
             key_of = lambda c: (c["model"], c["seq_len"], c["dtype"], c["threads"])
             measured = {key_of(c) for c in result["train"]}
+            for c in earlier["train"]:  # each point keeps the build it measured
+                c.setdefault("freehold_commit", earlier["machine"]["freehold_commit"])
             result["train"] = [c for c in earlier["train"] if key_of(c) not in measured] + result["train"]
             result["command"] = f"{earlier['command']}; then {result['command']}"
             result["wall_s"] += earlier["wall_s"]
