@@ -77,31 +77,50 @@ std::optional<CpuGemmPath> cpu_gemm_path_from_name(std::string_view name) {
   return std::nullopt;
 }
 
+bool onednn_gemm_available() {
+#if defined(__x86_64__)
+  // mkldnn_matmul refuses fp32 on x86 without AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT; ask for the first only.
+  static const bool available = at::hasMKLDNN() && __builtin_cpu_supports("avx512bw") &&
+                                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  return available;
+#else
+  return false;  // measured on x86 only
+#endif
+}
+
 CpuGemmPath cpu_gemm_path(int64_t C) {
   const std::lock_guard<std::mutex> lock(g_mutex);
   if (g_path) return *g_path;
   const char* env = std::getenv("FREEHOLD_FP32_GEMM");
   const std::string value = env != nullptr ? env : "";
   if (value.empty()) {
-    // BLAS by default, for now: one CI run crashed inside mkldnn_matmul (a rank that had just received SIGUSR1),
-    // which no rerun reproduced; until that is understood, oneDNN is opt-in. Never a timing by default: a timing
-    // near the margin would let two runs of one config pick differently, and their losses differ in rounding.
-    g_path = CpuGemmPath::kBlas;
+    // Never a timing by default: a timing near the margin would let two runs of one config pick differently, and
+    // their losses differ in rounding.
+    g_path = onednn_gemm_available() ? CpuGemmPath::kOneDnn : CpuGemmPath::kBlas;
   } else if (value == "auto") {
-    g_path = measure(C);
+    g_path = onednn_gemm_available() ? measure(C) : CpuGemmPath::kBlas;
   } else {
     FH_CHECK(cpu_gemm_path_from_name(value).has_value(), "FREEHOLD_FP32_GEMM=", value,
-             ": accepted values are blas (ATen's BLAS, MKL; the default), onednn (oneDNN's matmul) and auto (time "
-             "both at start-up and take the faster)");
-    FH_CHECK(value != "onednn" || at::hasMKLDNN(), "FREEHOLD_FP32_GEMM=onednn: this libtorch was built without oneDNN");
+             ": accepted values are onednn (oneDNN's matmul; the default where the CPU has AVX-512), blas (ATen's "
+             "BLAS, MKL) and auto (time both at start-up and take the faster)");
+    FH_CHECK(value != "onednn" || onednn_gemm_available(), "FREEHOLD_FP32_GEMM=onednn: ",
+             at::hasMKLDNN() ? "this CPU lacks AVX-512 (BW, VL and DQ), which oneDNN's fp32 matmul in libtorch needs"
+                             : "this libtorch was built without oneDNN",
+             "; use blas");
     g_path = cpu_gemm_path_from_name(value);
   }
   return *g_path;
 }
 
-void set_cpu_gemm_path(CpuGemmPath path) {
+CpuGemmPath set_cpu_gemm_path(CpuGemmPath path) {
   const std::lock_guard<std::mutex> lock(g_mutex);
+  if (path == CpuGemmPath::kOneDnn && !onednn_gemm_available()) {
+    core::log_warning("fp32 GEMMs: oneDNN was asked for (by rank 0 or the checkpoint), but this CPU cannot run "
+                      "oneDNN's fp32 matmul (no AVX-512); BLAS runs them, so results differ in rounding");
+    path = CpuGemmPath::kBlas;
+  }
   g_path = path;
+  return path;
 }
 
 void reset_cpu_gemm_path_for_testing() {

@@ -3,9 +3,10 @@
 // (measured on one Zen 5 core: 98-112 GFLOP/s), while oneDNN chooses by instruction set (242-250 GFLOP/s on the same
 // core and shapes). On Intel CPUs the two are close. Both compute in fp32 and accumulate in fp32 (oneDNN's strict
 // fp32 math: no bf16 or tf32 shortcut unless torch's float32 matmul precision asks for one), so they differ in
-// summation order only. BLAS is the default for now (one CI run crashed inside mkldnn_matmul, not reproduced since;
-// docs/benchmarks.md); FREEHOLD_FP32_GEMM=onednn opts in. Never a timing by default: it would make two runs of one
-// config on a loaded machine differ in rounding.
+// summation order only. oneDNN is the default where libtorch's oneDNN matmul runs fp32 (x86 with AVX-512), BLAS
+// elsewhere; FREEHOLD_FP32_GEMM overrides. Never a timing by default: it would make two runs of one config on a loaded
+// machine differ in rounding. oneDNN's generated f32 GEMM kernels must not be interrupted by a handled signal
+// (core/stop_signals.h): the `freehold` binary keeps SIGUSR1/SIGTERM on a thread of their own.
 //
 //   blas    at::mm / at::linear
 //   onednn  ATen's oneDNN matmul (at::native::mkldnn_matmul), written into the output in place
@@ -30,11 +31,16 @@ std::optional<CpuGemmPath> cpu_gemm_path_from_name(std::string_view name);
 
 // The path: FREEHOLD_FP32_GEMM=onednn|blas when set; =auto measures once (both timed on a (256, C)·(C, C)ᵀ fp32
 // GEMM, interleaved, oneDNN chosen only when at least 1.2x faster; logged); anything else is an error naming the
-// variable and the value. Unset: blas. Thread-safe.
+// variable and the value, as is onednn where it is not available. Unset: onednn where available, else blas.
+// Thread-safe.
 CpuGemmPath cpu_gemm_path(int64_t C = 1024);
 
-// Tests and the trainer's resume: fix the path (replaces the measurement and the environment).
-void set_cpu_gemm_path(CpuGemmPath path);
+// Whether libtorch's oneDNN matmul takes fp32 on this CPU (built with oneDNN; x86 with AVX-512 BW, VL and DQ).
+bool onednn_gemm_available();
+
+// Tests, rank 0's choice and the trainer's resume: fix the path (replaces the measurement and the environment).
+// Returns the path set: blas, with a warning, where oneDNN is asked for but not available.
+CpuGemmPath set_cpu_gemm_path(CpuGemmPath path);
 // Tests only: forget the chosen path, so the next call reads FREEHOLD_FP32_GEMM again.
 void reset_cpu_gemm_path_for_testing();
 

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/stop_signals.h"
 #include "launch/command_line.h"
 #include "launch/commands.h"
 
@@ -71,6 +72,8 @@ int run(int argc, char** argv) {
 int main(int argc, char** argv) {
   using freehold::core::ExitCode;
   try {
+    // Before any thread starts (MPI, OpenMP, torch): SIGUSR1/SIGTERM must never interrupt a computing thread.
+    freehold::core::route_stop_signals_to_own_thread();
     return freehold::launch::run(argc, argv);
   } catch (const freehold::core::Error& e) {
     freehold::core::log_error(e.what());

@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <csignal>
 #include <cstdlib>
@@ -47,8 +48,12 @@ namespace fs = std::filesystem;
 using json = nlohmann::ordered_json;
 
 // ─── signals: the handler only sets a flag ───────────────────────────────────────────────────────────────────────
+// Under `freehold` the handler runs on core/stop_signals.h's thread while the training thread reads the flag: a
+// lock-free atomic is both async-signal-safe and visible across threads, where a volatile sig_atomic_t is only the
+// first.
 namespace {
-volatile std::sig_atomic_t g_stop_signal = 0;
+std::atomic<int> g_stop_signal{0};
+static_assert(std::atomic<int>::is_always_lock_free);
 extern "C" void on_stop_signal(int signal) { g_stop_signal = signal; }
 struct sigaction g_old_usr1, g_old_term;
 bool g_handlers_installed = false;
@@ -270,8 +275,8 @@ void Trainer::setup() {
     // The fp32 GEMMs (an fp32 model's, or a 16-bit model's float path) likewise: BLAS or oneDNN, rank 0's choice.
     const kernels::CpuGemmPath mine = kernels::cpu_gemm_path(model_->config().hidden_size);
     const std::string chosen = world_->broadcast(std::string(kernels::cpu_gemm_path_name(mine)), 0, "fp32 GEMM path");
-    cpu_gemm_path_ = kernels::cpu_gemm_path_from_name(chosen).value_or(kernels::CpuGemmPath::kBlas);
-    kernels::set_cpu_gemm_path(*cpu_gemm_path_);
+    cpu_gemm_path_ =
+        kernels::set_cpu_gemm_path(kernels::cpu_gemm_path_from_name(chosen).value_or(kernels::CpuGemmPath::kBlas));
   }
   {
     // Every rank starts from rank 0's adapter (inits are seeded alike, but an SVD-based init need not agree across
@@ -795,7 +800,7 @@ void Trainer::resume_from(const std::string& dir) {
   if (cpu_gemm_path_) {
     cpu_gemm_path_ = resumed_gemm_path(s, "fp32_gemm", "FREEHOLD_FP32_GEMM", *cpu_gemm_path_,
                                        &kernels::cpu_gemm_path_name, &kernels::cpu_gemm_path_from_name, "fp32 GEMMs");
-    kernels::set_cpu_gemm_path(*cpu_gemm_path_);
+    cpu_gemm_path_ = kernels::set_cpu_gemm_path(*cpu_gemm_path_);
   }
 
   step_ = s.at("step").get<int64_t>();

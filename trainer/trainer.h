@@ -151,7 +151,8 @@ class Trainer {
   std::optional<kernels::CpuGemmPath> cpu_gemm_path_;
 };
 
-// Set by SIGUSR1 / SIGTERM while a Trainer is set up; checked at step boundaries.
+// Set by SIGUSR1 / SIGTERM while a Trainer is set up; checked at step boundaries. The `freehold` binary receives
+// both on a thread of their own (core/stop_signals.h).
 bool stop_requested();
 
 }  // namespace freehold::trainer

@@ -68,3 +68,20 @@ def randomize_adapter(model, seed: int, b_std: float = 0.05) -> None:
                 p.copy_(b_std * torch.randn(p.shape, generator=g))
             elif "lora_magnitude_vector" in name:
                 p.mul_(1 + 0.1 * torch.randn(p.shape, generator=g))
+
+
+def threads_taking_signal(pid: int, signum: int) -> tuple[int, int]:
+    """(threads of process `pid` that do not block `signum`, all its threads), from /proc/PID/task/*/status SigBlk.
+
+    freehold blocks SIGUSR1 and SIGTERM in every thread but one (core/stop_signals.h): a handled signal's frame must
+    never land on a thread running oneDNN's GEMM kernels, which point rsp at the heap."""
+    taking = total = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except OSError:  # the thread ended while we looked
+            continue
+        total += 1
+        if not (int(fields["SigBlk"], 16) >> (signum - 1)) & 1:
+            taking += 1
+    return taking, total

@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from oracle_util import FREEHOLD_BIN, REPO, WORK, checkpoint  # noqa: E402
+from oracle_util import FREEHOLD_BIN, REPO, WORK, checkpoint, threads_taking_signal  # noqa: E402
 RUNS = WORK / "train_resume"
 BASE = "llama-gqa-llama3"
 STEPS = 16
@@ -95,6 +95,10 @@ class TrainResumeTest(unittest.TestCase):
         proc = subprocess.Popen([str(FREEHOLD_BIN), "train", str(config)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
         self.wait_for_steps(run, proc, 5)
+        # Mid-run, with every pool started: one thread takes the stop signals, no computing thread does.
+        for signum in (signal.SIGUSR1, signal.SIGTERM):
+            taking, total = threads_taking_signal(proc.pid, signum)
+            self.assertEqual(taking, 1, f"{total} threads, {taking} of them take signal {signum}")
         proc.send_signal(signal.SIGUSR1)
         _, err = proc.communicate(timeout=120)
         self.assertEqual(proc.returncode, 75, err[-3000:])

@@ -11,7 +11,8 @@ with the tiny random-weight Llama of examples/demo_reference.py and the bundled 
   is a near-zero sum of cancelling terms moves by up to lr / (4·eps) times its rounding noise: at the stress rate
   1e-2 (50x) single tensors differ by up to 4.7e-6 and the whole adapter by 1.8e-6 after 6 steps, tested at 1e-5.
 - Resume under 2 ranks (dropout on: every rank's RNG stream is restored) is bit-identical to an uninterrupted run.
-- SIGUSR1 to one rank only: every rank checkpoints at the same step and exits 75; the resumed run ends bit-identical.
+- SIGUSR1 to one rank only: one thread per rank takes it (core/stop_signals.h); every rank checkpoints at the same
+  step and exits 75; the resumed run ends bit-identical.
 - kill -9 / SIGSTOP of one rank mid-run: the other ranks exit 4 within dist.timeout_s + 30 s naming the lost rank,
   and the newest committed checkpoint is intact.
 
@@ -38,6 +39,9 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "conformance"))
+from oracle_util import threads_taking_signal  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 FREEHOLD_BIN = Path(os.environ.get("FREEHOLD_BIN", REPO / "build" / "bin" / "freehold"))
@@ -249,6 +253,10 @@ class DistTrainTest(unittest.TestCase):
         try:
             metrics = run / "metrics.jsonl"
             self.wait_for("step 3", lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 3, proc)
+            # Under mpirun too (MPI's threads, OpenMP's pool): one thread per rank takes the stop signals.
+            for rank in (0, 1):
+                taking, total = threads_taking_signal(self.rank_pid(record, rank), signal.SIGUSR1)
+                self.assertEqual(taking, 1, f"rank {rank}: {total} threads, {taking} of them take SIGUSR1")
             os.kill(self.rank_pid(record, 1), signal.SIGUSR1)
             self.wait_for("both ranks to exit", lambda: None not in (self.rank_rc(record, 0), self.rank_rc(record, 1)),
                           proc, timeout=120)

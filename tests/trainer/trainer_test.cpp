@@ -268,6 +268,7 @@ TEST(TrainerTest, Bf16ResumeKeepsTheCheckpointsGemmPath) {
 
 // fp32: oneDNN's or BLAS's GEMMs (kernels/cpu_gemm.h).
 TEST(TrainerTest, Fp32ResumeKeepsTheCheckpointsGemmLibrary) {
+  if (!kernels::onednn_gemm_available()) GTEST_SKIP() << "this CPU cannot run oneDNN's fp32 matmul (AVX-512)";
   struct Reset {
     ~Reset() { kernels::reset_cpu_gemm_path_for_testing(); }
   } reset;
