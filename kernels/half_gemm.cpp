@@ -103,6 +103,14 @@ at::Tensor linear_fp32(const at::Tensor& x, const at::Tensor& weight, const at::
   return y;
 }
 
+// dx = dy·weight for fp32 dy (..., out) and weight (out, in) on the CPU → (..., in), likewise.
+at::Tensor input_grad_fp32(const at::Tensor& dy, const at::Tensor& weight) {
+  const int64_t out = weight.size(0), in = weight.size(1);
+  std::vector<int64_t> sizes(dy.sizes().begin(), dy.sizes().end());
+  sizes.back() = in;
+  return gemm(dy.reshape({-1, out}), weight, in).view(sizes);
+}
+
 bool cpu_fp32(const at::Tensor& x, const at::Tensor& weight) {
   return x.scalar_type() == at::kFloat && weight.scalar_type() == at::kFloat && x.device().is_cpu() &&
          weight.device().is_cpu() && x.dim() >= 1 && weight.dim() == 2 && fused_kernels_enabled();
@@ -121,13 +129,11 @@ at::Tensor frozen_linear(const at::Tensor& x, const at::Tensor& weight, const at
 }
 
 at::Tensor frozen_linear_input_grad(const at::Tensor& dy, const at::Tensor& weight) {
-  const int64_t out = weight.size(0), in = weight.size(1);
+  const int64_t out = weight.size(0);
   const int64_t rows = out == 0 ? 0 : dy.numel() / out;
-  std::vector<int64_t> sizes(dy.sizes().begin(), dy.sizes().end());
-  sizes.back() = in;
-  if (cpu_fp32(dy, weight) && rows > 0) return gemm(dy.reshape({-1, out}), weight, in).view(sizes);
+  if (cpu_fp32(dy, weight) && rows > 0) return input_grad_fp32(dy, weight);
   if (!use_float_gemm(dy, weight, rows)) return at::matmul(dy, weight);
-  return gemm(dy.reshape({-1, out}).to(at::kFloat), weight.to(at::kFloat), in).view(sizes).to(dy.scalar_type());
+  return input_grad_fp32(dy.to(at::kFloat), weight.to(at::kFloat)).to(dy.scalar_type());
 }
 
 namespace {
