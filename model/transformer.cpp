@@ -17,6 +17,7 @@
 #include "io/safetensors.h"
 #include "io/weight_files.h"
 #include "kernels/all_finite.h"
+#include "kernels/causal_attention.h"
 #include "kernels/rms_norm.h"
 #include "kernels/rope.h"
 #include "kernels/swiglu.h"
@@ -244,9 +245,12 @@ at::Tensor Transformer::attention_forward(const Attention& attn, const at::Tenso
   } else if (past > 0) {
     is_causal = false;  // one new query sees every cached key (SDPA's is_causal aligns top-left)
   }
-  at::Tensor out = at::scaled_dot_product_attention(q, k, v, mask, /*dropout_p=*/0.0, is_causal,
-                                                    /*scale=*/1.0 / std::sqrt(static_cast<double>(D)),
-                                                    /*enable_gqa=*/H != Hkv);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  // Plain causal attention (training, scoring) on the fp32 CPU GEMMs where they are oneDNN's; the rest in ATen.
+  at::Tensor out = !mask && is_causal && past == 0
+                       ? kernels::causal_attention(q, k, v, scale)
+                       : at::scaled_dot_product_attention(q, k, v, mask, /*dropout_p=*/0.0, is_causal, scale,
+                                                          /*enable_gqa=*/H != Hkv);
   out = out.transpose(1, 2).reshape({B, T, H * D});
   return attn.o_proj.forward(out);
 }

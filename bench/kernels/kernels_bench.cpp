@@ -13,6 +13,10 @@
 //   kernels_bench swiglu fused|unfused ROWS I fp32|bf16 REPEATS
 //     silu(gate) * up of the MLP, gate and up (ROWS = B·T, I), forward + backward; graph_mb is what the forward
 //     adds while its graph is alive (the output plus what the graph saves beyond gate and up).
+//   kernels_bench attention fused|unfused B H H_KV T D REPEATS
+//     causal self-attention in fp32, q (B, H, T, D) and k, v (B, H_KV, T, D) strided as the model's (B, T, ., D)
+//     views: kernels/causal_attention.h's blocked kernel on oneDNN's GEMMs against ATen's
+//     scaled_dot_product_attention; forward alone (no gradient) and forward + backward.
 //   kernels_bench adamw fused|reference LAYERS REPEATS
 //     one AdamW step (weight decay on) over SmolLM2-135M's r 16 all-linear adapters: LAYERS × 7 projections, A (16, in)
 //     and B (out, 16) with C 576, kv 192, intermediate 1536 (LAYERS 30: 420 tensors, 4.9M parameters); the fused
@@ -32,6 +36,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -39,6 +44,8 @@
 #include <vector>
 
 #include "kernels/adamw.h"
+#include "kernels/causal_attention.h"
+#include "kernels/cpu_gemm.h"
 #include "kernels/linear_cross_entropy.h"
 #include "kernels/lora_group_fused.h"
 #include "kernels/lora_linear_fused.h"
@@ -75,6 +82,7 @@ int usage() {
                "REPEATS\n"
                "       kernels_bench lora_group grouped|separate qkv|gate_up TOKENS fp32|bf16 REPEATS\n"
                "       kernels_bench swiglu fused|unfused ROWS I fp32|bf16 REPEATS\n"
+               "       kernels_bench attention fused|unfused B H H_KV T D REPEATS\n"
                "       kernels_bench adamw fused|reference LAYERS REPEATS\n");
   return 2;
 }
@@ -232,6 +240,56 @@ int run_swiglu(int argc, char** argv) {
   return 0;
 }
 
+// Causal attention in fp32: the blocked kernel against ATen's; see the usage at the top.
+int run_attention(int argc, char** argv) {
+  const std::string impl = argc == 9 ? argv[2] : "";
+  if (impl != "fused" && impl != "unfused") return usage();
+  const int64_t B = std::atoll(argv[3]), H = std::atoll(argv[4]), Hkv = std::atoll(argv[5]), T = std::atoll(argv[6]),
+                D = std::atoll(argv[7]);
+  const int repeats = argc == 9 ? std::atoi(argv[8]) : 0;
+  if (B < 1 || H < 1 || Hkv < 1 || H % Hkv != 0 || T < 1 || D < 1 || repeats < 1) return usage();
+  namespace k = freehold::kernels;
+  if (impl == "fused" && !k::onednn_gemm_available()) {
+    std::fprintf(stderr, "kernels_bench attention fused: this CPU cannot run oneDNN's fp32 matmul (AVX-512)\n");
+    return 1;
+  }
+  k::set_cpu_gemm_path(impl == "fused" ? k::CpuGemmPath::kOneDnn : k::CpuGemmPath::kBlas);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(1);
+  const auto f32 = at::TensorOptions().dtype(at::kFloat);
+  const at::Tensor q_data = at::randn({B, T, H, D}, gen, f32), k_data = at::randn({B, T, Hkv, D}, gen, f32);
+  const at::Tensor v_data = at::randn({B, T, Hkv, D}, gen, f32), dout = at::randn({B, H, T, D}, gen, f32);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  const double baseline_mb = current_rss_mb();
+  double best_forward_s = 1e30, best_s = 1e30, best_cpu_s = 1e30, checksum = 0;
+  for (int i = 0; i < repeats; ++i) {
+    at::Tensor q = q_data.transpose(1, 2).set_requires_grad(true), kk = k_data.transpose(1, 2).set_requires_grad(true);
+    at::Tensor v = v_data.transpose(1, 2).set_requires_grad(true);
+    {
+      at::NoGradGuard no_grad;
+      const auto start = std::chrono::steady_clock::now();
+      k::causal_attention(q, kk, v, scale);
+      best_forward_s = std::min(best_forward_s, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    }
+    const auto start = std::chrono::steady_clock::now();
+    const double cpu_start = cpu_seconds();
+    const at::Tensor out = k::causal_attention(q, kk, v, scale);
+    const auto grads = torch::autograd::grad({out}, {q, kk, v}, {dout});
+    best_s = std::min(best_s, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    best_cpu_s = std::min(best_cpu_s, cpu_seconds() - cpu_start);
+    checksum = grads[0].sum().item<double>() + grads[1].sum().item<double>() + grads[2].sum().item<double>();
+  }
+  // Causal: half the (T, T) scores, two GEMMs of 2·T·T·D FLOPs each per head forward, about 2.5x that backward.
+  const double forward_flops = 2.0 * static_cast<double>(B * H) * static_cast<double>(T * T) * static_cast<double>(D);
+  std::printf(
+      "{\"op\": \"attention\", \"impl\": \"%s\", \"B\": %lld, \"H\": %lld, \"H_kv\": %lld, \"T\": %lld, "
+      "\"D\": %lld, \"repeats\": %d, \"best_forward_s\": %.5f, \"best_s\": %.5f, \"best_cpu_s\": %.5f, "
+      "\"forward_gflop_per_s\": %.1f, \"extra_peak_mb\": %.1f, \"baseline_mb\": %.1f, \"checksum\": %.6f}\n",
+      impl.c_str(), static_cast<long long>(B), static_cast<long long>(H), static_cast<long long>(Hkv),
+      static_cast<long long>(T), static_cast<long long>(D), repeats, best_forward_s, best_s, best_cpu_s,
+      forward_flops / best_forward_s * 1e-9, peak_rss_mb() - baseline_mb, baseline_mb, checksum);
+  return 0;
+}
+
 // AdamW: one optimizer step over an adapter set; see the usage at the top.
 int run_adamw(int argc, char** argv) {
   const std::string impl = argc == 5 ? argv[2] : "";
@@ -294,6 +352,7 @@ int main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "lora_group") return run_lora_group(argc, argv);
   if (argc >= 2 && std::string(argv[1]) == "swiglu") return run_swiglu(argc, argv);
   if (argc >= 2 && std::string(argv[1]) == "adamw") return run_adamw(argc, argv);
+  if (argc >= 2 && std::string(argv[1]) == "attention") return run_attention(argc, argv);
   if (argc != 8 || std::string(argv[1]) != "linear_cross_entropy") return usage();
   const std::string impl = argv[2];
   if (impl != "fused" && impl != "unfused") return usage();

@@ -34,9 +34,11 @@ OP_CASES = [
      "grouped"),
     ("LoRA gate/up, one A GEMM", "SmolLM2-135M gate/up, 2048 tokens, bf16", ["gate_up", "2048", "bf16"], "separate",
      "grouped"),
+    ("Causal attention fwd+bwd", "q (1, 9, 2048, 64), k/v (1, 3, 2048, 64), fp32 (oneDNN GEMMs vs ATen's)",
+     ["1", "9", "3", "2048", "64"], "unfused", "fused"),
     ("AdamW, one pass", "420 tensors, 4.9M parameters (SmolLM2-135M r 16)", ["30"], "reference", "fused"),
 ]
-MODES = {"RoPE": "rope", "SwiGLU": "swiglu", "LoRA": "lora_group", "AdamW": "adamw"}
+MODES = {"RoPE": "rope", "SwiGLU": "swiglu", "LoRA": "lora_group", "Causal": "attention", "AdamW": "adamw"}
 # (vocab, hidden, intermediate, layers, tokens, dtype, dropout): a 2-layer model with Qwen2.5's 152k vocabulary,
 # where the LM head dominates, and SmolLM2-135M's width (6 of its 30 layers), where the decoder does; dropout 0 lets
 # q/k/v and gate/up share their A GEMM, 0.05 does not (one mask per module, as PEFT draws them).
