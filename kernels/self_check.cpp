@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/log.h"
 #include "kernels/adamw.h"
+#include "kernels/causal_attention.h"
 #include "kernels/linear_cross_entropy.h"
 #include "kernels/rms_norm.h"
 #include "kernels/rope.h"
@@ -134,6 +135,29 @@ SelfCheckReport run_kernel_self_check(const at::Device& device, at::ScalarType d
       add(compare("swiglu d up", d_up, up_ref.grad(), rtol, atol));
     } catch (const c10::Error& e) {
       add(absl::StrCat("swiglu: ", e.what_without_backtrace()));
+    }
+  }
+  {  // causal_attention: 3 query blocks (the last partial), GQA groups of 2, forward and the three gradients. Where
+     // the blocked kernel does not apply (16-bit, BLAS GEMMs, CUDA) it is the reference and this compares it to itself.
+    const int64_t T = 2 * kAttentionBlockRows + 45;
+    const at::Tensor q = seeded({1, 4, T, 16}, 30, dtype, device), k = seeded({1, 2, T, 16}, 31, dtype, device);
+    const at::Tensor v = seeded({1, 2, T, 16}, 32, dtype, device), dy = seeded({1, 4, T, 16}, 33, dtype, device);
+    try {
+      at::AutoGradMode grad_on(true);
+      at::Tensor q_ref = q.clone().set_requires_grad(true), k_ref = k.clone().set_requires_grad(true);
+      at::Tensor v_ref = v.clone().set_requires_grad(true);
+      at::Tensor q_got = q.clone().set_requires_grad(true), k_got = k.clone().set_requires_grad(true);
+      at::Tensor v_got = v.clone().set_requires_grad(true);
+      const at::Tensor ref = causal_attention_reference(q_ref, k_ref, v_ref, 0.25);
+      const at::Tensor got = causal_attention(q_got, k_got, v_got, 0.25);
+      ref.backward(dy);
+      got.backward(dy);
+      add(compare("causal_attention", perturb("causal_attention", got.detach()), ref.detach(), rtol, atol));
+      add(compare("causal_attention d q", q_got.grad(), q_ref.grad(), rtol, atol));
+      add(compare("causal_attention d k", k_got.grad(), k_ref.grad(), rtol, atol));
+      add(compare("causal_attention d v", v_got.grad(), v_ref.grad(), rtol, atol));
+    } catch (const c10::Error& e) {
+      add(absl::StrCat("causal_attention: ", e.what_without_backtrace()));
     }
   }
   {  // adamw: three fused steps over odd-sized tensors against the reference, weight decay and LoRA+ lrs on; in

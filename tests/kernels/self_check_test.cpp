@@ -26,6 +26,8 @@ TEST(KernelSelfCheckTest, ForcedMismatchFailsAndNamesTheKernel) {
   EXPECT_THAT(rms.failures, ElementsAre(HasSubstr("rms_norm: max |fused - reference|")));
   const SelfCheckReport back = run_kernel_self_check(at::Device(at::kCPU), at::kBFloat16, "rms_norm_backward");
   EXPECT_THAT(back.failures, ElementsAre(HasSubstr("rms_norm dx: max |fused - reference|")));
+  const SelfCheckReport attention = run_kernel_self_check(at::Device(at::kCPU), at::kFloat, "causal_attention");
+  EXPECT_THAT(attention.failures, ElementsAre(HasSubstr("causal_attention: max |fused - reference|")));
 }
 
 TEST(KernelSelfCheckTest, CachedDecisionFallsBackAfterAForcedMismatch) {
