@@ -12,7 +12,6 @@
 
 #include <algorithm>
 
-#include "core/error.h"
 #include "kernels/causal_attention_cpu.h"
 #include "kernels/cpu_gemm.h"
 #include "kernels/rms_norm.h"  // fused_kernels_enabled

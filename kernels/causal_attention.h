@@ -1,7 +1,7 @@
 // Causal self-attention on the CPU in fp32, forward and backward, on kernels/cpu_gemm.h's GEMMs: query blocks of
-// kBlockRows rows against the keys up to the block's end, softmax in fp32 with the row's log-sum-exp kept, and the
-// backward pass recomputing each block's probabilities from it (as flash attention does, with blocks as wide as
-// the keys). ATen's CPU flash-attention kernel runs its GEMMs in MKL, which on AMD Zen leaves AVX-512 unused
+// kAttentionBlockRows rows against the keys up to the block's end, softmax in fp32 with the row's log-sum-exp
+// kept, and the backward pass recomputing each block's probabilities from it (as flash attention does, with
+// blocks as wide as the keys). ATen's CPU flash-attention kernel runs its GEMMs in MKL, which on AMD Zen leaves AVX-512 unused
 // (docs/benchmarks.md: 27-65 GFLOP/s forward at seq 512-2048, 1/3 of an fp32 SmolLM2 step at 512); here they run
 // where the other fp32 GEMMs do.
 //
